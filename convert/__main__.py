@@ -1,0 +1,47 @@
+"""``python -m convert``: rebuild, train and quantise maskdoor's models on a workstation."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m convert", description=__doc__)
+    ap.add_argument("--data", type=Path, default=SHARED / "data",
+                    help="folder with detect/ and classify/ (default: ../shared/data)")
+    ap.add_argument("--weights", type=Path, default=SHARED / "weights",
+                    help="folder with res10 and MobileNetV2 weights (default: ../shared/weights)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("detector-train", help="fine-tune res10 on detect/ train, select on val")
+    t.add_argument("--out", type=Path, default=ROOT / "runs" / "detector")
+    t.add_argument("--epochs", type=int, default=16)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--lr", type=float, default=5e-4)
+    t.add_argument("--size", type=int, default=320, help="square input size in pixels")
+
+    e = sub.add_parser("detector-export", help="quantise the selected detector to int8 TFLite")
+    e.add_argument("--run", type=Path, default=ROOT / "runs" / "detector")
+    e.add_argument("--out", type=Path, default=ROOT / "models" / "face_detector.tflite")
+    e.add_argument("--calibration", type=int, default=300, help="train images for calibration")
+
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.cmd == "detector-train":
+        from convert.detector import train
+        train(args.data / "detect", args.weights, args.out, epochs=args.epochs,
+              batch_size=args.batch_size, lr=args.lr, input_hw=(args.size, args.size))
+    elif args.cmd == "detector-export":
+        from convert.detector import export
+        export(args.run, args.weights, args.data / "detect", args.out, args.calibration)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""Fine-tune the res10 SSD for masked faces, select on val, and export int8 TFLite.
+
+The fine-tuned model keeps res10's layers and head shapes but uses priors designed for faces
+(slightly taller than wide, 8-400 px at 320x320), so small and masked faces get matched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from convert.augment import augment  # noqa: E402
+from convert.res10 import build_res10  # noqa: E402
+from edge import ssd  # noqa: E402
+from edge.dataset import load_voc_dataset  # noqa: E402
+from edge.detector import SSDDecoder, softmax_face  # noqa: E402
+from edge.evaluate import DetectionRecords  # noqa: E402
+
+log = logging.getLogger("convert.detector")
+
+# Face widths (px at the model input) of the priors at each res10 head; height = 1.2 x width.
+FACE_PRIOR_WIDTHS = (
+    (8, 11, 15, 20),                   # conv4_3, stride 8
+    (26, 32, 38, 45, 53, 62),          # fc7, stride 16
+    (72, 84, 98, 114, 132, 152),       # conv6_2, stride 32
+    (172, 196, 222, 250, 280, 312),    # conv7_2, stride 64
+    (120, 145, 175, 210),              # conv8_2
+    (240, 290, 340, 400),              # conv9_2
+)
+FACE_ASPECT = 1.2
+POS_IOU, NEG_IOU, IGNORE_IOU = 0.35, 0.35, 0.2
+MIN_BOX_PX = 4  # boxes smaller than this at the model input become ignore regions
+
+
+def face_anchor_spec(caffe_spec: ssd.AnchorSpec) -> ssd.AnchorSpec:
+    h, w = caffe_spec.input_size
+    fms = []
+    for fm, widths in zip(caffe_spec.feature_maps, FACE_PRIOR_WIDTHS):
+        if len(widths) != len(fm.boxes):
+            raise ValueError("FACE_PRIOR_WIDTHS must keep res10's priors per location")
+        fms.append(ssd.FeatureMapSpec(size=fm.size, step=(h / fm.size[0], w / fm.size[1]),
+                                      boxes=tuple((float(b), float(b * FACE_ASPECT)) for b in widths)))
+    return ssd.AnchorSpec(input_size=caffe_spec.input_size, feature_maps=tuple(fms),
+                          variances=caffe_spec.variances)
+
+
+def build(weights_dir: Path, input_hw=(320, 320)):
+    model, caffe_spec, _ = build_res10(weights_dir / "deploy.prototxt",
+                                       weights_dir / "res10_300x300_ssd_iter_140000.caffemodel",
+                                       input_hw)
+    return model, face_anchor_spec(caffe_spec)
+
+
+def match_targets(prior_cs: np.ndarray, prior_corner: np.ndarray, boxes: np.ndarray, hw, variances):
+    """Per-prior labels (1 face, 0 background, -1 ignore) and loc targets for one image."""
+    h, w = hw
+    n = len(prior_cs)
+    labels = np.zeros(n, np.int32)
+    loc = np.zeros((n, 4), np.float32)
+    if not len(boxes):
+        return labels, loc
+    norm = boxes / np.array([w, h, w, h], np.float32)
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    valid = (bw >= MIN_BOX_PX) & (bh >= MIN_BOX_PX)
+    ious = ssd.iou_matrix(prior_corner, norm)  # (N, M)
+    if (~valid).any():
+        labels[(ious[:, ~valid] >= IGNORE_IOU).any(1)] = -1
+    if not valid.any():
+        return labels, loc
+    vi = ious[:, valid]
+    vboxes = norm[valid]
+    best_gt = vi.argmax(1)
+    best_iou = vi.max(1)
+    forced = vi.argmax(0)  # each face's best prior is positive whatever its IoU
+    best_gt[forced] = np.arange(len(forced))
+    best_iou[forced] = 1.0
+    pos = best_iou >= POS_IOU
+    labels[pos] = 1
+    labels[(best_iou >= IGNORE_IOU) & (best_iou < NEG_IOU) & (labels == 0)] = -1
+    loc[pos] = ssd.encode(vboxes[best_gt[pos]], prior_cs[pos], variances)
+    return labels, loc
+
+
+def ssd_loss(labels, loc_t, loc_p, conf_p, neg_ratio=3.0, min_neg=16):
+    pos = labels > 0
+    cand = tf.equal(labels, 0)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.maximum(labels, 0), logits=conf_p)
+    npos = tf.reduce_sum(tf.cast(pos, tf.float32), 1)
+    ncand = tf.reduce_sum(tf.cast(cand, tf.float32), 1)
+    nneg = tf.minimum(tf.maximum(neg_ratio * npos, min_neg), ncand)
+    neg_ce = tf.where(cand, ce, -1.0)
+    rank = tf.argsort(tf.argsort(neg_ce, axis=1, direction="DESCENDING"), axis=1)
+    hard = cand & (tf.cast(rank, tf.float32) < nneg[:, None])
+    denom = tf.maximum(tf.reduce_sum(npos), 1.0)
+    conf_loss = tf.reduce_sum(tf.where(pos | hard, ce, 0.0)) / denom
+    diff = tf.abs(loc_t - loc_p)
+    huber = tf.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5)
+    loc_loss = tf.reduce_sum(tf.where(pos[..., None], huber, 0.0)) / denom
+    return conf_loss, loc_loss
+
+
+def load_images(samples, max_side: int):
+    """Decode once, shrink to ``max_side``; returns [(image, boxes in its pixels)]."""
+    out = []
+    for s in samples:
+        img = cv2.imread(str(s.image))
+        if img is None:
+            log.warning("skipping unreadable %s", s.image)
+            continue
+        h, w = img.shape[:2]
+        f = min(1.0, max_side / max(h, w))
+        if f < 1.0:
+            img = cv2.resize(img, (int(w * f), int(h * f)), interpolation=cv2.INTER_AREA)
+        sx, sy = img.shape[1] / w, img.shape[0] / h
+        boxes = np.array([[o.box.x1 * sx, o.box.y1 * sy, o.box.x2 * sx, o.box.y2 * sy]
+                          for o in s.objects], np.float32).reshape(-1, 4)
+        out.append((img, boxes))
+    return out
+
+
+def batches(data, spec: ssd.AnchorSpec, batch_size: int, seed: int, stop: threading.Event):
+    rng = np.random.default_rng(seed)
+    prior_cs = ssd.priors(spec)
+    prior_corner = np.concatenate([prior_cs[:, :2] - prior_cs[:, 2:] / 2,
+                                   prior_cs[:, :2] + prior_cs[:, 2:] / 2], 1)
+    hw = spec.input_size
+    while not stop.is_set():
+        order = rng.permutation(len(data))
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            xs, ls, locs = [], [], []
+            for j in order[i:i + batch_size]:
+                img, boxes = augment(rng, *data[j], hw)
+                lab, loc = match_targets(prior_cs, prior_corner, boxes, hw, spec.variances)
+                xs.append(img)
+                ls.append(lab)
+                locs.append(loc)
+            yield np.stack(xs).astype(np.float32), np.stack(ls), np.stack(locs)
+        yield None  # end of epoch
+
+
+def evaluate_keras(model, spec, samples, images, threshold=0.05) -> DetectionRecords:
+    """Float evaluation of a Keras SSD on full images (squashed to the input size)."""
+    dec = SSDDecoder(spec, score_threshold=threshold)
+    rec = DetectionRecords()
+    h, w = spec.input_size
+    batch = []
+
+    def flush():
+        x = np.stack([cv2.resize(im, (w, h)) for im, _ in batch]).astype(np.float32)
+        out = model(x, training=False)
+        loc, conf = out["loc"].numpy(), out["conf"].numpy()
+        for k, (im, gt) in enumerate(batch):
+            faces = dec(loc[k], softmax_face(conf[k]), im.shape[1], im.shape[0])
+            rec.add(gt, np.array([f.box.as_list(3) for f in faces]).reshape(-1, 4),
+                    np.array([f.score for f in faces]))
+        batch.clear()
+
+    for s, im in zip(samples, images):
+        gt = np.array([[o.box.x1, o.box.y1, o.box.x2, o.box.y2] for o in s.objects]).reshape(-1, 4)
+        batch.append((im, gt))
+        if len(batch) == 8:
+            flush()
+    if batch:
+        flush()
+    return rec
+
+
+def selection_score(rec: DetectionRecords) -> tuple[float, float, dict]:
+    """Recall on faces >= 40 px at the threshold where their precision reaches 0.90."""
+    thr = rec.threshold_for_precision(0.90, ">=40")
+    return rec.recall(thr, ">=40"), thr, rec.summary(thr)
+
+
+def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, batch_size: int = 16,
+          lr: float = 5e-4, input_hw=(320, 320), seed: int = 0, max_steps: int | None = None,
+          limit: int | None = None) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    model, spec = build(weights_dir, input_hw)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False  # batches are small; keep Caffe's statistics
+        if layer.name.startswith(("conv1", "layer_64")):
+            layer.trainable = False  # low-level filters transfer; saves the costliest backprop
+    (out_dir / "anchors.json").write_text(json.dumps(spec.to_dict(), indent=1))
+    train_s = load_voc_dataset(data_dir, "train")
+    val_s = load_voc_dataset(data_dir, "val")
+    if limit:
+        train_s, val_s = train_s[:limit], val_s[:max(8, limit // 4)]
+    log.info("train %d images, val %d images", len(train_s), len(val_s))
+    train_data = load_images(train_s, 800)
+    val_images = [cv2.imread(str(s.image)) for s in val_s]
+    steps_per_epoch = len(train_data) // batch_size
+    total = steps_per_epoch * epochs if max_steps is None else max_steps
+    sched = keras.optimizers.schedules.CosineDecay(lr * 0.1, total, warmup_target=lr,
+                                                   warmup_steps=min(300, total // 10),
+                                                   alpha=0.02)
+    opt = keras.optimizers.Adam(sched)
+
+    @tf.function(reduce_retracing=True)
+    def step(x, labels, loc_t):
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)
+            cl, ll = ssd_loss(labels, loc_t, out["loc"], out["conf"])
+            loss = cl + ll
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        return cl, ll
+
+    stop = threading.Event()
+    q: queue.Queue = queue.Queue(maxsize=6)
+
+    def producer():
+        for b in batches(train_data, spec, batch_size, seed, stop):
+            while not stop.is_set():
+                try:
+                    q.put(b, timeout=1)
+                    break
+                except queue.Full:
+                    pass
+
+    threading.Thread(target=producer, daemon=True).start()
+    best, done, history = -1.0, 0, []
+    t0 = time.time()
+    try:
+        for epoch in range(1, epochs + 1):
+            losses = []
+            while True:
+                b = q.get()
+                if b is None:
+                    break
+                cl, ll = step(tf.constant(b[0]), tf.constant(b[1]), tf.constant(b[2]))
+                losses.append((float(cl), float(ll)))
+                done += 1
+                if done % 20 == 0:
+                    m = np.mean(losses[-20:], 0)
+                    log.info("epoch %d step %d/%d conf %.3f loc %.3f (%.1f s)", epoch, done, total,
+                             m[0], m[1], time.time() - t0)
+                if max_steps is not None and done >= max_steps:
+                    break
+            rec = evaluate_keras(model, spec, val_s, val_images)
+            score, thr, summ = selection_score(rec)
+            entry = {"epoch": epoch, "steps": done, "loss": np.mean(losses, 0).round(4).tolist(),
+                     "val_recall_>=40_at_p90": round(score, 4), "val_threshold": round(thr, 3),
+                     "val_ap": summ["ap"], "val_ap_>=40": summ["ap_>=40"],
+                     "val_recall": summ["recall"], "seconds": round(time.time() - t0)}
+            history.append(entry)
+            log.info("val: %s", json.dumps(entry))
+            (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+            if score + 0.1 * summ["ap_>=40"] > best:
+                best = score + 0.1 * summ["ap_>=40"]
+                model.save_weights(out_dir / "best.weights.h5")
+                (out_dir / "best.json").write_text(json.dumps(entry, indent=1))
+            if max_steps is not None and done >= max_steps:
+                break
+    finally:
+        stop.set()
+    return out_dir / "best.weights.h5"
+
+
+def calibration_images(data_dir: Path, hw, count: int, seed: int = 0):
+    """``count`` train-split images (both sources), resized as the device resizes them."""
+    samples = load_voc_dataset(data_dir, "train")
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(samples), size=min(count, len(samples)), replace=False)
+    h, w = hw
+    return [cv2.resize(cv2.imread(str(samples[i].image)), (w, h)) for i in sorted(pick)]
+
+
+def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
+           calibration: int = 300) -> dict:
+    """Quantise the run's selected weights to int8, pick the operating threshold on val with the
+    int8 model itself, and write ``out_path`` plus its JSON sidecar. Returns the sidecar."""
+    from convert.quantize import to_float_tflite, to_int8_tflite
+    from edge.detector import FaceDetector
+
+    spec = ssd.AnchorSpec.from_dict(json.loads((run_dir / "anchors.json").read_text()))
+    model, built = build(weights_dir, spec.input_size)
+    if built.to_dict() != spec.to_dict():
+        raise ValueError(f"{run_dir}/anchors.json differs from the priors this code builds")
+    model.load_weights(run_dir / "best.weights.h5")
+    calib = calibration_images(data_dir, spec.input_size, calibration)
+    to_int8_tflite(model, lambda: iter(calib), out_path)
+    float_path = run_dir / "face_detector_float.tflite"
+    to_float_tflite(model, float_path)
+    selected = json.loads((run_dir / "best.json").read_text())
+    meta = {
+        "format": "maskdoor-ssd/1",
+        "architecture": "res10 SSD (OpenCV), fine-tuned with face priors",
+        "input": {"color": "bgr", "resize": "stretch", "range": "0-255"},
+        "anchors": spec.to_dict(),
+        "score_threshold": 0.5,
+        "nms_iou": 0.45,
+        "training": {"data": "shared/data/detect (andrewmvd + ilc2021), train split",
+                     "selected_on": "val split", "epoch": selected["epoch"],
+                     "calibration_images": len(calib)},
+    }
+    for path in (out_path, float_path):
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    # The operating threshold is chosen on val through the device's own loader and int8 model.
+    val = load_voc_dataset(data_dir, "val")
+    det = FaceDetector(out_path, threads=os.cpu_count() or 1, threshold=0.05)
+    rec = DetectionRecords()
+    for s in val:
+        faces = det.detect(cv2.imread(str(s.image)))
+        rec.add(np.array([[o.box.x1, o.box.y1, o.box.x2, o.box.y2] for o in s.objects]),
+                np.array([f.box.as_list(3) for f in faces]).reshape(-1, 4),
+                np.array([f.score for f in faces]))
+    thr = rec.threshold_for_precision(0.90, ">=40")
+    meta["score_threshold"] = round(max(thr, 0.3), 3)
+    meta["training"]["val_int8"] = rec.summary(meta["score_threshold"])
+    for path in (out_path, float_path):
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    log.info("exported %s (%.1f MB), threshold %.3f, val: %s", out_path,
+             out_path.stat().st_size / 1e6, meta["score_threshold"], meta["training"]["val_int8"])
+    return meta

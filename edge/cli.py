@@ -1,0 +1,124 @@
+"""The ``maskdoor`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+
+from edge import __version__
+from edge.errors import ImageError, MaskdoorError
+
+log = logging.getLogger("maskdoor")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from edge.detector import DEFAULT_MODEL
+    p.add_argument("--model", type=Path, default=DEFAULT_MODEL,
+                   help=f"face detector .tflite (default: {DEFAULT_MODEL})")
+    p.add_argument("--threads", type=int, default=1, help="interpreter CPU threads (default: 1)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="face score threshold (default: the model's, chosen on val)")
+    p.add_argument("--edgetpu", action="store_true", help="run on a Coral Edge TPU")
+
+
+def _detector(args):
+    from edge.detector import FaceDetector
+    return FaceDetector(args.model, threads=args.threads, threshold=args.threshold,
+                        edgetpu=args.edgetpu)
+
+
+def cmd_detect(args) -> int:
+    from edge.images import annotate, expand_paths, read_image
+    detector = _detector(args)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    written: set[str] = set()
+    for path in expand_paths(args.paths):
+        try:
+            image = read_image(path)
+        except ImageError as exc:
+            print(f"maskdoor detect: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        t0 = time.perf_counter()
+        faces = detector.detect(image)
+        ms = (time.perf_counter() - t0) * 1000
+        if args.json:
+            print(json.dumps({"image": str(path), "width": image.shape[1],
+                              "height": image.shape[0], "ms": round(ms, 2),
+                              "faces": [f.to_json() for f in faces]}), flush=True)
+        else:
+            print(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''} ({ms:.1f} ms)")
+            for f in faces:
+                verdict = f" {f.label} {f.label_score:.2f}" if f.label else ""
+                print(f"  box {f.box.as_list(0)} score {f.score:.2f}{verdict}")
+        if args.out:
+            name = path.name
+            stem, n = path.stem, 1
+            while name in written:
+                name, n = f"{stem}_{n}{path.suffix}", n + 1
+            written.add(name)
+            target = args.out / name
+            if not cv2.imwrite(str(target), annotate(image, faces)):
+                target = target.with_suffix(".jpg")
+                cv2.imwrite(str(target), annotate(image, faces))
+    if failed:
+        print(f"maskdoor detect: {failed} file(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_eval(args) -> int:
+    from edge.evaluation_run import run_eval
+    return run_eval(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="maskdoor", description="Warns when someone comes to the "
+                                 "door without a face mask.")
+    ap.add_argument("--version", action="version", version=f"maskdoor {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("detect", help="find faces in image files or folders")
+    d.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    d.add_argument("--json", action="store_true", help="one JSON object per image per line")
+    d.add_argument("--out", type=Path, help="write annotated copies into this folder")
+    _add_model_args(d)
+    d.set_defaults(func=cmd_detect)
+
+    e = sub.add_parser("eval", help="score the detector on a Pascal VOC dataset")
+    e.add_argument("dataset", type=Path, help="folder with images/ and annotations/ (any depth)")
+    e.add_argument("--split", default="test", help="split from splits.csv, or 'all' (default: test)")
+    e.add_argument("--json", action="store_true", help="print the full report as JSON")
+    e.add_argument("--peers", type=Path, default=None,
+                   help="folder with res10's Caffe files for the side-by-side row "
+                        "(default: a weights/ folder found beside the dataset); 'none' to skip")
+    e.add_argument("--limit", type=int, default=None, help="only the first N images")
+    _add_model_args(e)
+    e.set_defaults(func=cmd_eval)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except MaskdoorError as exc:
+        print(f"maskdoor {args.cmd}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The SSD face detector: a BGR image of any size -> faces with boxes in image pixels.
+
+The ``.tflite`` file says its input size and quantisation; the JSON file beside it (same stem)
+holds the anchor spec that gives meaning to its output rows, and the default thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge import ssd
+from edge.errors import ModelError
+from edge.tflite import Model
+from edge.types import Box, Face
+
+from models import FACE_DETECTOR as DEFAULT_MODEL  # noqa: E402
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def load_sidecar(model_path: str | Path) -> dict:
+    path = sidecar_path(model_path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: missing; it holds the anchor spec of {Path(model_path).name}. "
+                         "Keep the .json beside the .tflite (both come from `python -m convert`).")
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def softmax_face(conf: np.ndarray) -> np.ndarray:
+    """Face probability from (N, 2) background/face logits."""
+    d = conf[:, 1] - conf[:, 0]
+    return 1.0 / (1.0 + np.exp(-d))
+
+
+class SSDDecoder:
+    """Raw SSD outputs -> faces: decode against the priors, threshold, NMS, scale to pixels."""
+
+    def __init__(self, spec: ssd.AnchorSpec, score_threshold: float = 0.5, nms_iou: float = 0.45,
+                 top_k: int = 400, keep_top_k: int = 200):
+        self.spec = spec
+        self.priors = ssd.priors(spec)
+        self.score_threshold = score_threshold
+        self.nms_iou = nms_iou
+        self.top_k = top_k
+        self.keep_top_k = keep_top_k
+
+    def __call__(self, loc: np.ndarray, scores: np.ndarray, width: int, height: int,
+                 threshold: float | None = None) -> list[Face]:
+        thr = self.score_threshold if threshold is None else threshold
+        keep = np.flatnonzero(scores >= thr)
+        if keep.size == 0:
+            return []
+        boxes = ssd.decode(loc[keep], self.priors[keep], self.spec.variances)
+        kept = ssd.nms(boxes, scores[keep], self.nms_iou, self.top_k, self.keep_top_k)
+        scale = np.array([width, height, width, height], np.float32)
+        faces = []
+        for i in kept:
+            b = Box(*(boxes[i] * scale).tolist()).clip(width, height)
+            if b.width >= 1 and b.height >= 1:
+                faces.append(Face(b, float(scores[keep][i])))
+        return faces
+
+
+class FaceDetector:
+    """Load once, then ``detector.detect(bgr_image) -> list[Face]`` per frame.
+
+    ``threshold`` overrides the model's default face score threshold; ``threads`` and
+    ``edgetpu`` go to the interpreter.
+    """
+
+    def __init__(self, model_path: str | Path = DEFAULT_MODEL, threads: int = 1,
+                 threshold: float | None = None, nms_iou: float | None = None,
+                 edgetpu: bool = False, runtime: str | None = None):
+        meta = load_sidecar(model_path)
+        self.model = Model(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime)
+        spec = ssd.AnchorSpec.from_dict(meta["anchors"])
+        if tuple(spec.input_size) != self.model.input_hw:
+            raise ModelError(f"{model_path}: input {self.model.input_hw} does not match the anchor "
+                             f"spec's {spec.input_size} in {sidecar_path(model_path).name}")
+        shapes = [o.shape for o in self.model.outputs]
+        try:
+            self._loc = next(i for i, s in enumerate(shapes) if s[-1] == 4)
+            self._conf = next(i for i, s in enumerate(shapes) if s[-1] == 2)
+        except StopIteration:
+            raise ModelError(f"{model_path}: expected SSD outputs (1, N, 4) and (1, N, 2), "
+                             f"found {shapes}") from None
+        if shapes[self._loc][1] != spec.count:
+            raise ModelError(f"{model_path}: {shapes[self._loc][1]} output rows but the anchor "
+                             f"spec describes {spec.count} priors")
+        self.meta = meta
+        self.decoder = SSDDecoder(spec,
+                                  meta.get("score_threshold", 0.5) if threshold is None else threshold,
+                                  meta.get("nms_iou", 0.45) if nms_iou is None else nms_iou)
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.model.input_hw
+
+    def preprocess(self, image: np.ndarray) -> None:
+        """Resize ``image`` (BGR uint8) straight into the interpreter's input tensor."""
+        h, w = self.input_hw
+        if self.model.input.dtype is not np.uint8 or image.dtype != np.uint8:
+            self.model.set_input(cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR))
+            return
+        # The interpreter refuses to run while a view of its tensors is alive, so the view
+        # is fetched per frame and dropped before invoke().
+        buf = self.model.input_buffer()
+        cv2.resize(image, (w, h), dst=buf, interpolation=cv2.INTER_LINEAR)
+        del buf
+
+    def raw(self) -> tuple[np.ndarray, np.ndarray]:
+        outs = self.model.invoke()
+        return outs[self._loc][0], softmax_face(outs[self._conf][0])
+
+    def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Face]:
+        if image is None or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError("detect() needs a BGR image of shape (height, width, 3)")
+        self.preprocess(image)
+        loc, scores = self.raw()
+        return self.decoder(loc, scores, image.shape[1], image.shape[0], threshold)

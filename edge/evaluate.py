@@ -1,0 +1,131 @@
+"""Detection metrics over an annotated dataset: recall by face width, precision and AP.
+
+Detections are matched to ground truth greedily by score at IoU >= 0.5 (Pascal VOC). Matching is
+done once at a low threshold; because greedy matching in score order makes the matches at a
+higher threshold a prefix of these, recall and precision at any threshold follow from it.
+
+Width ranges follow COCO's rule so that a range's precision is not punished for faces outside
+it: a detection matched to a face outside the range is ignored, and an unmatched detection counts
+as a false positive only when its own width is inside the range.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.ssd import iou_matrix
+
+WIDTH_RANGES = {"all": (0, float("inf")), "<40": (0, 40), "40-80": (40, 80),
+                "80-160": (80, 160), ">=160": (160, float("inf")), ">=40": (40, float("inf"))}
+
+
+@dataclass
+class DetectionRecords:
+    """Matches accumulated over images, for one detector."""
+
+    iou_threshold: float = 0.5
+    det_score: list = field(default_factory=list)
+    det_width: list = field(default_factory=list)
+    det_gt_width: list = field(default_factory=list)  # width of matched face, nan if unmatched
+    gt_width: list = field(default_factory=list)
+    gt_best_score: list = field(default_factory=list)  # score of the detection that found it
+    gt_label: list = field(default_factory=list)
+    images: int = 0
+
+    def add(self, gt_boxes: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
+            gt_labels=None) -> np.ndarray:
+        """Add one image; returns for each gt the index of its matched detection or -1."""
+        gt_boxes = np.asarray(gt_boxes, np.float32).reshape(-1, 4)
+        det_boxes = np.asarray(det_boxes, np.float32).reshape(-1, 4)
+        det_scores = np.asarray(det_scores, np.float32).reshape(-1)
+        order = np.argsort(-det_scores, kind="stable")
+        ious = iou_matrix(det_boxes[order], gt_boxes) if len(gt_boxes) and len(order) else None
+        gt_match = np.full(len(gt_boxes), -1)
+        gw = gt_boxes[:, 2] - gt_boxes[:, 0]
+        for rank, d in enumerate(order):
+            j = -1
+            if ious is not None:
+                cand = np.where(gt_match < 0, ious[rank], -1.0)
+                k = int(np.argmax(cand))
+                if cand[k] >= self.iou_threshold:
+                    j = k
+                    gt_match[k] = d
+            self.det_score.append(float(det_scores[d]))
+            self.det_width.append(float(det_boxes[d, 2] - det_boxes[d, 0]))
+            self.det_gt_width.append(float(gw[j]) if j >= 0 else float("nan"))
+        for k in range(len(gt_boxes)):
+            self.gt_width.append(float(gw[k]))
+            self.gt_best_score.append(float(det_scores[gt_match[k]]) if gt_match[k] >= 0 else -1.0)
+            self.gt_label.append(None if gt_labels is None else gt_labels[k])
+        self.images += 1
+        return gt_match
+
+    def _arrays(self, rng: str):
+        lo, hi = WIDTH_RANGES[rng]
+        gw = np.asarray(self.gt_width)
+        in_gt = (gw >= lo) & (gw < hi)
+        s = np.asarray(self.det_score)
+        dw = np.asarray(self.det_width)
+        mg = np.asarray(self.det_gt_width)
+        matched = ~np.isnan(mg)
+        tp = matched & (mg >= lo) & (mg < hi)
+        fp = ~matched & (dw >= lo) & (dw < hi)
+        return in_gt, s, tp, fp
+
+    def count(self, rng: str = "all") -> int:
+        return int(self._arrays(rng)[0].sum())
+
+    def recall(self, threshold: float, rng: str = "all") -> float:
+        in_gt, *_ = self._arrays(rng)
+        found = np.asarray(self.gt_best_score) >= threshold
+        n = in_gt.sum()
+        return float((found & in_gt).sum() / n) if n else float("nan")
+
+    def precision(self, threshold: float, rng: str = "all") -> float:
+        _, s, tp, fp = self._arrays(rng)
+        keep = s >= threshold
+        t, f = (tp & keep).sum(), (fp & keep).sum()
+        return float(t / (t + f)) if t + f else float("nan")
+
+    def average_precision(self, rng: str = "all") -> float:
+        """VOC all-point interpolated AP."""
+        in_gt, s, tp, fp = self._arrays(rng)
+        npos = in_gt.sum()
+        if not npos:
+            return float("nan")
+        order = np.argsort(-s, kind="stable")
+        tp_c, fp_c = np.cumsum(tp[order]), np.cumsum(fp[order])
+        rec = tp_c / npos
+        prec = tp_c / np.maximum(tp_c + fp_c, 1e-12)
+        mrec = np.concatenate([[0.0], rec, [1.0]])
+        mpre = np.concatenate([[0.0], prec, [0.0]])
+        mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+        idx = np.flatnonzero(mrec[1:] != mrec[:-1])
+        return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+    def threshold_for_precision(self, target: float, rng: str = "all") -> float:
+        """Lowest score threshold whose precision in ``rng`` is at least ``target``."""
+        _, s, tp, fp = self._arrays(rng)
+        order = np.argsort(-s, kind="stable")
+        tp_c, fp_c = np.cumsum(tp[order]), np.cumsum(fp[order])
+        prec = tp_c / np.maximum(tp_c + fp_c, 1)
+        ok = np.flatnonzero(prec >= target)
+        if not ok.size:
+            return 1.0
+        # The lowest threshold such that precision at every higher threshold's cut stays valid
+        # is not required; report the cut with the most recall that meets the target.
+        return float(s[order][ok[-1]])
+
+    def summary(self, threshold: float) -> dict:
+        out = {"threshold": threshold, "images": self.images, "faces": self.count("all"),
+               "recall": {}, "faces_by_width": {}}
+        for rng in WIDTH_RANGES:
+            out["recall"][rng] = round(self.recall(threshold, rng), 4)
+            out["faces_by_width"][rng] = self.count(rng)
+        out["precision"] = round(self.precision(threshold, "all"), 4)
+        out["precision_>=40"] = round(self.precision(threshold, ">=40"), 4)
+        out["ap"] = round(self.average_precision("all"), 4)
+        out["ap_>=40"] = round(self.average_precision(">=40"), 4)
+        return out

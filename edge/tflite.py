@@ -1,0 +1,151 @@
+"""The one place that loads TFLite models: LiteRT first, tflite-runtime second.
+
+An :class:`Model` is built once at start-up and then called per frame. It reads everything
+about its input and outputs from the ``.tflite`` file itself (size, dtype, scale, zero point),
+so the caller hands it float-free uint8 pixels and gets dequantised float arrays back.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import ModelError, RuntimeMissingError
+
+log = logging.getLogger(__name__)
+
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape, dtype and affine quantisation (real = scale * (q - zero_point))."""
+
+    name: str
+    index: int
+    shape: tuple[int, ...]
+    dtype: type
+    scale: float
+    zero_point: int
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0
+
+
+def _interpreter_module(prefer: str | None = None):
+    order = RUNTIMES if prefer is None else tuple(r for r in RUNTIMES if r.startswith(prefer))
+    errors = []
+    for name in order:
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:  # numpy 2 breaks tflite-runtime 2.14 with ImportError too
+            errors.append(f"{name}: {exc}")
+    raise RuntimeMissingError(
+        "no TFLite interpreter could be imported (" + "; ".join(errors) + "). "
+        "Install LiteRT with `pip install ai-edge-litert` (or tflite-runtime with numpy<2).")
+
+
+def runtime_name(prefer: str | None = None) -> str:
+    """The interpreter module that :class:`Model` would use, e.g. 'ai_edge_litert.interpreter'."""
+    return _interpreter_module(prefer).__name__
+
+
+class Model:
+    """A loaded TFLite model: ``model(uint8_or_float_input) -> list of float outputs``.
+
+    ``threads`` sets the interpreter's CPU threads; ``edgetpu=True`` loads the Edge TPU
+    delegate (the model must then be compiled for the Edge TPU); ``runtime`` forces
+    'ai_edge_litert' or 'tflite_runtime'.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1, edgetpu: bool = False,
+                 runtime: str | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"model file not found: {self.path}. Check the path in the config "
+                             "(detector.model / classifier.model) or reinstall maskdoor's models.")
+        mod = _interpreter_module(runtime)
+        delegates = [self._edgetpu_delegate(mod)] if edgetpu else None
+        try:
+            self._interp = mod.Interpreter(model_path=str(self.path), num_threads=max(1, threads),
+                                           experimental_delegates=delegates)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.path}: not a loadable TFLite model ({exc}). "
+                             "Rebuild it with `python -m convert` or restore the shipped file.") from exc
+        self.runtime = mod.__name__.split(".")[0]
+        self.threads = threads
+        self.inputs = [self._info(d) for d in self._interp.get_input_details()]
+        self.outputs = [self._info(d) for d in self._interp.get_output_details()]
+        if len(self.inputs) != 1:
+            raise ModelError(f"{self.path}: expected one input tensor, found {len(self.inputs)}")
+
+    @staticmethod
+    def _edgetpu_delegate(mod):
+        try:
+            return mod.load_delegate(EDGETPU_LIBRARY)
+        except (ValueError, OSError) as exc:
+            raise RuntimeMissingError(
+                f"the Edge TPU library {EDGETPU_LIBRARY} could not be loaded ({exc}). Install it "
+                "with `sudo apt install libedgetpu1-std` (Coral's apt repository), plug the Coral "
+                "in, or set `detector.edgetpu = false` to run on the CPU.") from exc
+
+    @staticmethod
+    def _info(d: dict) -> TensorInfo:
+        scale, zero = d.get("quantization", (0.0, 0))
+        return TensorInfo(d["name"], d["index"], tuple(int(s) for s in d["shape"]), d["dtype"],
+                          float(scale), int(zero))
+
+    @property
+    def input(self) -> TensorInfo:
+        return self.inputs[0]
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        """(height, width) of an NHWC image input."""
+        return self.input.shape[1], self.input.shape[2]
+
+    def input_buffer(self) -> np.ndarray:
+        """A writable view of the input tensor: fill it in place to skip one copy per frame."""
+        return self._interp.tensor(self.input.index)()[0]
+
+    def set_input(self, array: np.ndarray) -> None:
+        """Quantise (if needed) and copy one input sample (without batch axis)."""
+        info = self.input
+        if array.dtype != info.dtype:
+            if info.quantized and array.dtype.kind == "f":
+                array = np.round(array / info.scale + info.zero_point)
+                lim = np.iinfo(info.dtype)
+                array = np.clip(array, lim.min, lim.max)
+            array = array.astype(info.dtype)
+        self._interp.set_tensor(info.index, array[None])
+
+    def invoke(self) -> list[np.ndarray]:
+        """Run the model on the current input; float outputs, batch axis kept."""
+        self._interp.invoke()
+        return [self.output(i) for i in range(len(self.outputs))]
+
+    def output(self, i: int) -> np.ndarray:
+        info = self.outputs[i]
+        raw = self._interp.get_tensor(info.index)
+        if info.quantized:
+            return (raw.astype(np.float32) - info.zero_point) * info.scale
+        return raw
+
+    def __call__(self, array: np.ndarray) -> list[np.ndarray]:
+        self.set_input(array)
+        return self.invoke()
+
+    def output_named(self, fragment: str) -> int:
+        """Index of the output whose name contains ``fragment``."""
+        for i, o in enumerate(self.outputs):
+            if fragment in o.name:
+                return i
+        raise ModelError(f"{self.path}: no output named like {fragment!r} "
+                         f"(outputs: {[o.name for o in self.outputs]})")

@@ -1,0 +1,75 @@
+"""Small immutable values passed between the stages of the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Box:
+    """An axis-aligned box in pixel coordinates, corners (x1, y1) inclusive to (x2, y2)."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def width(self) -> float:
+        return max(0.0, self.x2 - self.x1)
+
+    @property
+    def height(self) -> float:
+        return max(0.0, self.y2 - self.y1)
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2
+
+    def scale(self, sx: float, sy: float) -> "Box":
+        return Box(self.x1 * sx, self.y1 * sy, self.x2 * sx, self.y2 * sy)
+
+    def clip(self, width: float, height: float) -> "Box":
+        return Box(min(max(self.x1, 0.0), width), min(max(self.y1, 0.0), height),
+                   min(max(self.x2, 0.0), width), min(max(self.y2, 0.0), height))
+
+    def intersect(self, other: "Box") -> "Box":
+        return Box(max(self.x1, other.x1), max(self.y1, other.y1),
+                   max(min(self.x2, other.x2), max(self.x1, other.x1)),
+                   max(min(self.y2, other.y2), max(self.y1, other.y1)))
+
+    def iou(self, other: "Box") -> float:
+        inter = self.intersect(other).area
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def expand(self, margin: float) -> "Box":
+        """Grow each side by ``margin`` times the box's width/height."""
+        dx, dy = self.width * margin, self.height * margin
+        return Box(self.x1 - dx, self.y1 - dy, self.x2 + dx, self.y2 + dy)
+
+    def as_list(self, ndigits: int = 1) -> list[float]:
+        return [round(v, ndigits) for v in (self.x1, self.y1, self.x2, self.y2)]
+
+
+@dataclass(frozen=True)
+class Face:
+    """A detected face: box in image pixels, detector confidence, and (later) a mask verdict."""
+
+    box: Box
+    score: float
+    label: str | None = None
+    label_score: float | None = None
+    probs: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        out: dict = {"box": self.box.as_list(), "score": round(self.score, 4)}
+        if self.label is not None:
+            out["label"] = self.label
+            out["label_score"] = round(float(self.label_score), 4)
+            out["probs"] = {k: round(float(v), 4) for k, v in self.probs.items()}
+        return out

@@ -1,0 +1,61 @@
+"""convert/: quantise a rebuilt SSD and load it through the device's own loader."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import FIXTURE_IMAGES, needs_tensorflow
+
+
+def test_int8_res10_loads_and_detects_through_edge(shared_weights, tmp_path):
+    needs_tensorflow()
+    from convert.quantize import to_int8_tflite
+    from convert.res10 import build_res10
+    from edge.detector import FaceDetector
+
+    hw = (160, 160)
+    model, spec, _ = build_res10(shared_weights / "deploy.prototxt",
+                                 shared_weights / "res10_300x300_ssd_iter_140000.caffemodel", hw)
+    images = [cv2.resize(cv2.imread(str(p)), hw[::-1]) for p in FIXTURE_IMAGES]
+    out = to_int8_tflite(model, lambda: iter(images), tmp_path / "d.tflite")
+    (tmp_path / "d.json").write_text(json.dumps({"anchors": spec.to_dict(), "score_threshold": 0.3}))
+    det = FaceDetector(out)
+    assert det.model.input.dtype is np.uint8 and det.input_hw == hw
+    # int8 logits track the float model's
+    det.preprocess(images[1])
+    loc_q, score_q = det.raw()
+    ref = model(images[1][None].astype(np.float32), training=False)
+    conf = ref["conf"].numpy()[0]
+    score_f = 1 / (1 + np.exp(conf[:, 0] - conf[:, 1]))
+    assert np.corrcoef(score_q, score_f)[0, 1] > 0.95
+    assert np.corrcoef(loc_q.ravel(), ref["loc"].numpy()[0].ravel())[0, 1] > 0.95
+
+
+def test_face_priors_keep_res10_head_shapes(shared_weights):
+    needs_tensorflow()
+    from convert.detector import build
+    from edge.detector import load_sidecar
+    from models import FACE_DETECTOR
+
+    meta = load_sidecar(FACE_DETECTOR)
+    model, spec = build(shared_weights, tuple(meta["anchors"]["input_size"]))
+    assert spec.to_dict() == meta["anchors"], "shipped sidecar and convert/ disagree on priors"
+    assert model.outputs[0].shape[1] == spec.count or model.outputs[1].shape[1] == spec.count
+
+
+def test_matching_marks_tiny_faces_ignored_and_forces_a_prior_per_face():
+    from convert.detector import match_targets
+    from edge import ssd
+    s = ssd.AnchorSpec(input_size=(64, 64), feature_maps=(
+        ssd.FeatureMapSpec(size=(8, 8), step=(8, 8), boxes=((8, 10), (16, 19))),))
+    p = ssd.priors(s)
+    corners = np.concatenate([p[:, :2] - p[:, 2:] / 2, p[:, :2] + p[:, 2:] / 2], 1)
+    boxes = np.array([[10, 10, 27, 30], [50, 50, 52, 52]], np.float32)  # normal + 2 px face
+    labels, loc = match_targets(p, corners, boxes, (64, 64), s.variances)
+    assert (labels == 1).sum() >= 1
+    assert (labels == -1).any()
+    pos = np.flatnonzero(labels == 1)
+    decoded = ssd.decode(loc[pos], p[pos], s.variances) * 64
+    np.testing.assert_allclose(decoded, np.repeat(boxes[:1], len(pos), 0), atol=1e-3)

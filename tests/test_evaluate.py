@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from edge.evaluate import DetectionRecords
+
+
+def test_perfect_detections_give_full_recall_precision_and_ap():
+    r = DetectionRecords()
+    gt = np.array([[0, 0, 30, 30], [100, 100, 200, 200]])
+    r.add(gt, gt, np.array([0.9, 0.8]))
+    assert r.recall(0.5) == 1.0
+    assert r.precision(0.5) == 1.0
+    assert r.average_precision() == pytest.approx(1.0)
+    assert r.recall(0.5, "<40") == 1.0 and r.recall(0.5, ">=40") == 1.0
+
+
+def test_threshold_miss_and_false_positive():
+    r = DetectionRecords()
+    gt = np.array([[0, 0, 50, 50], [100, 100, 150, 150]])
+    dets = np.array([[0, 0, 50, 50], [100, 100, 150, 150], [300, 300, 360, 360]])
+    r.add(gt, dets, np.array([0.9, 0.4, 0.6]))
+    assert r.recall(0.5) == 0.5          # second face only at 0.4
+    assert r.recall(0.3) == 1.0
+    assert r.precision(0.5) == 0.5       # one true, one false above 0.5
+    assert r.precision(0.3) == pytest.approx(2 / 3)
+
+
+def test_width_ranges_ignore_other_sizes_coco_style():
+    r = DetectionRecords()
+    gt = np.array([[0, 0, 20, 20], [100, 100, 180, 180]])       # 20 px and 80 px wide
+    dets = np.array([[0, 0, 20, 20], [100, 100, 180, 180], [300, 300, 310, 310]])
+    r.add(gt, dets, np.array([0.9, 0.9, 0.9]))
+    assert r.count(">=40") == 1 and r.count("<40") == 1
+    assert r.precision(0.5, ">=40") == 1.0      # the 10 px false positive is out of range
+    assert r.precision(0.5, "<40") == 0.5
+    assert r.precision(0.5) == pytest.approx(2 / 3)
+
+
+def test_one_detection_matches_one_face_only():
+    r = DetectionRecords()
+    gt = np.array([[0, 0, 50, 50], [2, 2, 52, 52]])
+    r.add(gt, np.array([[1, 1, 51, 51]]), np.array([0.9]))
+    assert r.recall(0.1) == 0.5
+
+
+def test_threshold_for_precision_finds_the_cut():
+    r = DetectionRecords()
+    gt = np.array([[0, 0, 50, 50], [100, 0, 150, 50]])
+    dets = np.array([[0, 0, 50, 50], [300, 0, 350, 50], [100, 0, 150, 50]])
+    r.add(gt, dets, np.array([0.9, 0.8, 0.7]))
+    assert r.threshold_for_precision(1.0) == pytest.approx(0.9)
+    assert r.threshold_for_precision(0.6) == pytest.approx(0.7)
