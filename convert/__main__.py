@@ -21,25 +21,52 @@ def main(argv=None) -> int:
 
     t = sub.add_parser("detector-train", help="fine-tune res10 on detect/ train, select on val")
     t.add_argument("--out", type=Path, default=ROOT / "runs" / "detector")
-    t.add_argument("--epochs", type=int, default=16)
+    t.add_argument("--epochs", type=int, default=12)
     t.add_argument("--batch-size", type=int, default=16)
     t.add_argument("--lr", type=float, default=5e-4)
-    t.add_argument("--size", type=int, default=320, help="square input size in pixels")
+    t.add_argument("--sizes", type=int, nargs="+", default=[256, 320, 384, 448, 512],
+                   help="square input sizes drawn per batch (multiples of 64)")
+    t.add_argument("--eval-size", type=int, default=448, help="input size for val selection")
 
     e = sub.add_parser("detector-export", help="quantise the selected detector to int8 TFLite")
     e.add_argument("--run", type=Path, default=ROOT / "runs" / "detector")
     e.add_argument("--out", type=Path, default=ROOT / "models" / "face_detector.tflite")
+    e.add_argument("--size", type=int, default=448, help="square input size of the exported model")
     e.add_argument("--calibration", type=int, default=300, help="train images for calibration")
+
+    c = sub.add_parser("classifier-train", help="train MobileNetV2 mask classifiers, select on val")
+    c.add_argument("--out", type=Path, default=ROOT / "runs" / "classifier")
+    c.add_argument("--sizes", type=int, nargs="+", default=[128],
+                   help="input sizes to train (one run each, for the size/latency table)")
+    c.add_argument("--epochs", type=int, default=8)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--lr", type=float, default=1e-3)
+
+    x = sub.add_parser("classifier-export", help="quantise one trained classifier to int8 TFLite")
+    x.add_argument("--run", type=Path, default=ROOT / "runs" / "classifier" / "128")
+    x.add_argument("--out", type=Path, default=ROOT / "models" / "mask_classifier.tflite")
+    x.add_argument("--calibration", type=int, default=400, help="train crops for calibration")
 
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "detector-train":
         from convert.detector import train
         train(args.data / "detect", args.weights, args.out, epochs=args.epochs,
-              batch_size=args.batch_size, lr=args.lr, input_hw=(args.size, args.size))
+              batch_size=args.batch_size, lr=args.lr, sizes=tuple(args.sizes),
+              eval_size=args.eval_size)
     elif args.cmd == "detector-export":
         from convert.detector import export
-        export(args.run, args.weights, args.data / "detect", args.out, args.calibration)
+        export(args.run, args.weights, args.data / "detect", args.out, args.size, args.calibration)
+    elif args.cmd == "classifier-train":
+        from convert.classifier import train as train_classifier
+        cache = args.out / "crops.npz"
+        for size in args.sizes:
+            train_classifier(args.data, args.weights, args.out / str(size), size=size,
+                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             cache=cache)
+    elif args.cmd == "classifier-export":
+        from convert.classifier import export as export_classifier
+        export_classifier(args.run, args.weights, args.data, args.out, args.calibration)
     return 0
 
 

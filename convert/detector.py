@@ -60,7 +60,7 @@ def build(weights_dir: Path, input_hw=(320, 320)):
     model, caffe_spec, _ = build_res10(weights_dir / "deploy.prototxt",
                                        weights_dir / "res10_300x300_ssd_iter_140000.caffemodel",
                                        input_hw)
-    return model, face_anchor_spec(caffe_spec)
+    return model, (face_anchor_spec(caffe_spec) if caffe_spec is not None else None)
 
 
 def match_targets(prior_cs: np.ndarray, prior_corner: np.ndarray, boxes: np.ndarray, hw, variances):
@@ -130,15 +130,21 @@ def load_images(samples, max_side: int):
     return out
 
 
-def batches(data, spec: ssd.AnchorSpec, batch_size: int, seed: int, stop: threading.Event):
+def batches(data, specs: dict[int, ssd.AnchorSpec], batch_size: int, seed: int,
+            stop: threading.Event):
+    """Augmented batches; each batch at one input size drawn from ``specs`` (multi-scale)."""
     rng = np.random.default_rng(seed)
-    prior_cs = ssd.priors(spec)
-    prior_corner = np.concatenate([prior_cs[:, :2] - prior_cs[:, 2:] / 2,
-                                   prior_cs[:, :2] + prior_cs[:, 2:] / 2], 1)
-    hw = spec.input_size
+    prepared = {}
+    for size, spec in specs.items():
+        cs = ssd.priors(spec)
+        prepared[size] = (spec, cs, np.concatenate([cs[:, :2] - cs[:, 2:] / 2,
+                                                   cs[:, :2] + cs[:, 2:] / 2], 1))
+    sizes = sorted(prepared)
     while not stop.is_set():
         order = rng.permutation(len(data))
         for i in range(0, len(order) - batch_size + 1, batch_size):
+            spec, prior_cs, prior_corner = prepared[sizes[rng.integers(len(sizes))]]
+            hw = spec.input_size
             xs, ls, locs = [], [], []
             for j in order[i:i + batch_size]:
                 img, boxes = augment(rng, *data[j], hw)
@@ -183,23 +189,38 @@ def selection_score(rec: DetectionRecords) -> tuple[float, float, dict]:
     return rec.recall(thr, ">=40"), thr, rec.summary(thr)
 
 
+TRAIN_SIZES = (256, 320, 384, 448, 512)
+EVAL_SIZE = 448
+
+
+def specs_for(weights_dir: Path, sizes) -> dict[int, ssd.AnchorSpec]:
+    return {s: build(weights_dir, (s, s))[1] for s in sizes}
+
+
 def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, batch_size: int = 16,
-          lr: float = 5e-4, input_hw=(320, 320), seed: int = 0, max_steps: int | None = None,
-          limit: int | None = None) -> Path:
+          lr: float = 5e-4, sizes=TRAIN_SIZES, eval_size: int = EVAL_SIZE, seed: int = 0,
+          max_steps: int | None = None, limit: int | None = None) -> Path:
+    """Multi-scale fine-tuning: one set of weights that works at every size in ``sizes``."""
+    if any(s % 64 for s in sizes):
+        raise ValueError("training sizes must be multiples of 64 so every stride divides them")
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
-    model, spec = build(weights_dir, input_hw)
+    specs = specs_for(weights_dir, set(sizes) | {eval_size})
+    model, _ = build(weights_dir, (None, None))
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # batches are small; keep Caffe's statistics
         if layer.name.startswith(("conv1", "layer_64")):
             layer.trainable = False  # low-level filters transfer; saves the costliest backprop
-    (out_dir / "anchors.json").write_text(json.dumps(spec.to_dict(), indent=1))
+    (out_dir / "config.json").write_text(json.dumps(
+        {"sizes": list(sizes), "eval_size": eval_size, "epochs": epochs, "lr": lr,
+         "batch_size": batch_size, "prior_widths": FACE_PRIOR_WIDTHS,
+         "prior_aspect": FACE_ASPECT}, indent=1))
     train_s = load_voc_dataset(data_dir, "train")
     val_s = load_voc_dataset(data_dir, "val")
     if limit:
         train_s, val_s = train_s[:limit], val_s[:max(8, limit // 4)]
-    log.info("train %d images, val %d images", len(train_s), len(val_s))
+    log.info("train %d images, val %d images, sizes %s", len(train_s), len(val_s), sizes)
     train_data = load_images(train_s, 800)
     val_images = [cv2.imread(str(s.image)) for s in val_s]
     steps_per_epoch = len(train_data) // batch_size
@@ -223,7 +244,7 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
     q: queue.Queue = queue.Queue(maxsize=6)
 
     def producer():
-        for b in batches(train_data, spec, batch_size, seed, stop):
+        for b in batches(train_data, {s: specs[s] for s in sizes}, batch_size, seed, stop):
             while not stop.is_set():
                 try:
                     q.put(b, timeout=1)
@@ -250,9 +271,10 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
                              m[0], m[1], time.time() - t0)
                 if max_steps is not None and done >= max_steps:
                     break
-            rec = evaluate_keras(model, spec, val_s, val_images)
+            rec = evaluate_keras(model, specs[eval_size], val_s, val_images)
             score, thr, summ = selection_score(rec)
             entry = {"epoch": epoch, "steps": done, "loss": np.mean(losses, 0).round(4).tolist(),
+                     "eval_size": eval_size,
                      "val_recall_>=40_at_p90": round(score, 4), "val_threshold": round(thr, 3),
                      "val_ap": summ["ap"], "val_ap_>=40": summ["ap_>=40"],
                      "val_recall": summ["recall"], "seconds": round(time.time() - t0)}
@@ -279,21 +301,19 @@ def calibration_images(data_dir: Path, hw, count: int, seed: int = 0):
     return [cv2.resize(cv2.imread(str(samples[i].image)), (w, h)) for i in sorted(pick)]
 
 
-def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
+def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path, size: int,
            calibration: int = 300) -> dict:
-    """Quantise the run's selected weights to int8, pick the operating threshold on val with the
-    int8 model itself, and write ``out_path`` plus its JSON sidecar. Returns the sidecar."""
+    """Quantise the run's selected weights to int8 at input ``size`` x ``size``, pick the
+    operating threshold on val with the int8 model itself, and write ``out_path`` plus its JSON
+    sidecar. Returns the sidecar."""
     from convert.quantize import to_float_tflite, to_int8_tflite
     from edge.detector import FaceDetector
 
-    spec = ssd.AnchorSpec.from_dict(json.loads((run_dir / "anchors.json").read_text()))
-    model, built = build(weights_dir, spec.input_size)
-    if built.to_dict() != spec.to_dict():
-        raise ValueError(f"{run_dir}/anchors.json differs from the priors this code builds")
+    model, spec = build(weights_dir, (size, size))
     model.load_weights(run_dir / "best.weights.h5")
     calib = calibration_images(data_dir, spec.input_size, calibration)
     to_int8_tflite(model, lambda: iter(calib), out_path)
-    float_path = run_dir / "face_detector_float.tflite"
+    float_path = run_dir / f"{out_path.stem}_float.tflite"
     to_float_tflite(model, float_path)
     selected = json.loads((run_dir / "best.json").read_text())
     meta = {

@@ -56,7 +56,9 @@ def build_res10(prototxt: str | Path, caffemodel: str | Path,
     """Return (model, Caffe's own anchor spec at ``input_size``, detection_out params).
 
     ``input_size`` is (height, width); the Caffe priors' steps are kept as written in the
-    prototxt, which is what OpenCV does, so boxes match OpenCV only at 300x300.
+    prototxt, which is what OpenCV does, so boxes match OpenCV only at 300x300. With
+    ``input_size=(None, None)`` the model takes any size that is a multiple of 32 and the
+    returned spec is None.
     """
     net = parse_prototxt(Path(prototxt).read_text())
     weights = read_caffemodel(caffemodel)
@@ -110,9 +112,10 @@ def build_res10(prototxt: str | Path, caffemodel: str | Path,
         elif kind == "Pooling":
             p = _one(L, "pooling_param")
             k, s = _one(p, "kernel_size"), _one(p, "stride", 1)
-            size = x.shape[1:3]
             # Caffe rounds pooled sizes up; pad bottom/right so 'valid' pooling does the same.
-            pads = [max((math.ceil((n - k) / s)) * s + k - n, 0) for n in size]
+            # With a dynamic input size, assume an even size (inputs are multiples of 32).
+            pads = [max((math.ceil((n - k) / s)) * s + k - n, 0) if n is not None
+                    else (s - (k % s)) % s for n in x.shape[1:3]]
             if any(pads):
                 x = layers.ZeroPadding2D(((0, pads[0]), (0, pads[1])), name=f"{name}_pad")(x)
             y = layers.MaxPooling2D(k, s, padding="valid", name=name)(x)
@@ -156,6 +159,8 @@ def build_res10(prototxt: str | Path, caffemodel: str | Path,
     for bn, arrays in bn_layers.values():
         bn.set_weights(arrays)
 
+    if h is None or w is None:
+        return model, None, detection
     fmaps = []
     for blob, p in sources:
         fh, fw = blobs[blob].shape[1:3]

@@ -80,6 +80,57 @@ def cmd_eval(args) -> int:
     return run_eval(args)
 
 
+def cmd_run(args) -> int:
+    from edge import config as configuration
+    from edge.runner import run
+    overrides = {}
+    if args.source:
+        overrides["camera.source"] = args.source
+    if args.mqtt:
+        overrides["mqtt.url"] = args.mqtt
+    if args.device_id:
+        overrides["mqtt.device_id"] = args.device_id
+    path = args.config
+    if path is None and configuration.DEFAULT_PATH.is_file():
+        path = configuration.DEFAULT_PATH
+    cfg = configuration.load(path, overrides)
+    logging.getLogger().setLevel(cfg.service.log_level)
+    return run(cfg, max_frames=args.max_frames)
+
+
+def cmd_config(args) -> int:
+    from edge import config as configuration
+    if args.print_default:
+        sys.stdout.write(configuration.default_toml())
+        return 0
+    path = args.check or args.config or configuration.DEFAULT_PATH
+    configuration.load(path)
+    print(f"{path}: valid")
+    return 0
+
+
+def cmd_alerts(args) -> int:
+    from edge.alerts import watch
+    return watch(args.mqtt, args.prefix, args.device, args.count, args.timeout)
+
+
+def cmd_bench(args) -> int:
+    from edge.bench import run_bench
+    return run_bench(args)
+
+
+def cmd_check(args) -> int:
+    from edge import config as configuration
+    from edge.check import run_checks
+    path = args.config
+    if path is None and configuration.DEFAULT_PATH.is_file():
+        path = configuration.DEFAULT_PATH
+    overrides = {"camera.source": args.source} if args.source else {}
+    if args.mqtt:
+        overrides["mqtt.url"] = args.mqtt
+    return run_checks(configuration.load(path, overrides))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="maskdoor", description="Warns when someone comes to the "
                                  "door without a face mask.")
@@ -102,8 +153,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with res10's Caffe files for the side-by-side row "
                         "(default: a weights/ folder found beside the dataset); 'none' to skip")
     e.add_argument("--limit", type=int, default=None, help="only the first N images")
+    e.add_argument("--classifier", type=Path, default=None,
+                   help="mask classifier .tflite (default: the shipped one); 'none' to skip")
+    e.add_argument("--roc", type=Path, default=None, help="write the classifier's ROC curve PNG")
     _add_model_args(e)
     e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("run", help="run the door appliance (flags override the config file)")
+    r.add_argument("--config", type=Path, default=None,
+                   help="TOML config (default: /etc/maskdoor/config.toml if it exists)")
+    r.add_argument("--source", help="camera source: picamera2, usb:N, file, URL, folder, demo")
+    r.add_argument("--mqtt", metavar="URL", help="broker, mqtt://HOST:PORT")
+    r.add_argument("--device-id", help="device id in topics (default: hostname)")
+    r.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    r.set_defaults(func=cmd_run)
+
+    a = sub.add_parser("alerts", help="subscribe to a broker and print each alert as it arrives")
+    a.add_argument("--mqtt", metavar="URL", required=True, help="broker, mqtt://HOST:PORT")
+    a.add_argument("--prefix", default="maskdoor", help="topic prefix (default: maskdoor)")
+    a.add_argument("--device", default="+", help="device id to follow (default: all)")
+    a.add_argument("--count", type=int, default=None, help="exit after N alerts")
+    a.add_argument("--timeout", type=float, default=None, help="exit after N seconds")
+    a.set_defaults(func=cmd_alerts)
+
+    b = sub.add_parser("bench", help="time the detector beside OpenCV's res10 on the same frames")
+    b.add_argument("--source", default="demo", help="frames to time on (default: the demo clip)")
+    b.add_argument("--frames", type=int, default=150, help="how many frames (default: 150)")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--peers", type=Path, default=None,
+                   help="folder with res10's Caffe files (default: ../shared/weights if found)")
+    _add_model_args(b)
+    b.set_defaults(func=cmd_bench)
+
+    c = sub.add_parser("config", help="print the default config, or check a config file")
+    c.add_argument("--print-default", action="store_true", help="write the commented default")
+    c.add_argument("--check", type=Path, help="validate this file")
+    c.add_argument("--config", type=Path, default=None, help=argparse.SUPPRESS)
+    c.set_defaults(func=cmd_config)
+
+    k = sub.add_parser("check", help="check models, camera, broker and pins: one line each")
+    k.add_argument("--config", type=Path, default=None)
+    k.add_argument("--source", help="camera source to check instead of the config's")
+    k.add_argument("--mqtt", metavar="URL", help="broker to check instead of the config's")
+    k.set_defaults(func=cmd_check)
     return ap
 
 

@@ -55,19 +55,25 @@ class SSDDecoder:
 
     def __call__(self, loc: np.ndarray, scores: np.ndarray, width: int, height: int,
                  threshold: float | None = None) -> list[Face]:
+        return self.select(loc, scores, width, height, threshold)[0]
+
+    def select(self, loc: np.ndarray, scores: np.ndarray, width: int, height: int,
+               threshold: float | None = None) -> tuple[list[Face], np.ndarray]:
+        """Faces, and the index of the prior (output row) each one came from."""
         thr = self.score_threshold if threshold is None else threshold
         keep = np.flatnonzero(scores >= thr)
         if keep.size == 0:
-            return []
+            return [], keep
         boxes = ssd.decode(loc[keep], self.priors[keep], self.spec.variances)
         kept = ssd.nms(boxes, scores[keep], self.nms_iou, self.top_k, self.keep_top_k)
         scale = np.array([width, height, width, height], np.float32)
-        faces = []
+        faces, rows = [], []
         for i in kept:
             b = Box(*(boxes[i] * scale).tolist()).clip(width, height)
             if b.width >= 1 and b.height >= 1:
-                faces.append(Face(b, float(scores[keep][i])))
-        return faces
+                faces.append(Face(b, float(scores[keep[i]])))
+                rows.append(keep[i])
+        return faces, np.asarray(rows, np.int64)
 
 
 class FaceDetector:

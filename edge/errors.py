@@ -19,3 +19,7 @@ class ImageError(MaskdoorError, ValueError):
 
 class DatasetError(MaskdoorError, ValueError):
     """A dataset folder or annotation is missing or malformed."""
+
+
+class CameraError(MaskdoorError, OSError):
+    """A frame source could not be opened or stopped delivering frames."""

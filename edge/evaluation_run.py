@@ -60,7 +60,7 @@ def format_table(rows: dict[str, dict]) -> str:
 
 def run_eval(args) -> int:
     from edge.detector import FaceDetector
-    from edge.peers import OpenCVRes10, find_weights_dir
+    from edge.peers import AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir
 
     split = None if args.split == "all" else args.split
     samples = load_voc_dataset(args.dataset, split)
@@ -68,12 +68,12 @@ def run_eval(args) -> int:
         samples = samples[:args.limit]
     ours = FaceDetector(args.model, threads=args.threads, edgetpu=args.edgetpu)
     thr = ours.decoder.score_threshold if args.threshold is None else args.threshold
-    rows = {f"maskdoor ({ours.model.runtime}, {'int8' if ours.model.input.quantized else 'float'})":
-            score_detector(ours, samples, thr)}
-    peers_dir = args.peers
-    if peers_dir is None:
-        peers_dir = find_weights_dir(args.dataset)
-    if peers_dir is not None and str(peers_dir) != "none":
+    ours_name = f"maskdoor ({ours.model.runtime}, {'int8' if ours.model.input.quantized else 'float'})"
+    rows = {ours_name: score_detector(ours, samples, thr)}
+    peers_dir = args.peers if args.peers is not None else find_weights_dir(args.dataset)
+    use_peers = peers_dir is not None and str(peers_dir) != "none"
+    res10 = None
+    if use_peers:
         try:
             res10 = OpenCVRes10(peers_dir, threads=args.threads)
             rows["opencv res10 (float)"] = score_detector(res10, samples, 0.5)
@@ -81,9 +81,71 @@ def run_eval(args) -> int:
             print(f"maskdoor eval: side-by-side res10 skipped: {exc}", file=sys.stderr)
     report = {"dataset": str(args.dataset), "split": args.split, "images": len(samples),
               "iou": 0.5, "detectors": rows}
+
+    classifier = _classifier(args)
+    if classifier is not None:
+        from edge.pipeline_eval import (crop_scores, crop_summary, format_pipeline_table, roc,
+                                        run_pipeline, write_roc_png)
+        pipes = {f"maskdoor int8 detector + int8 classifier":
+                 run_pipeline(ours.detect, classifier.classify, samples, thr)}
+        crops = {"maskdoor int8 classifier": crop_scores(classifier.classify, samples)}
+        if use_peers:
+            seed = _optional(lambda: SeedMaskClassifier(), "seed classifier")
+            if seed is not None and res10 is not None:
+                pipes["seed: res10 float + keras 224"] = run_pipeline(res10.detect, seed.classify,
+                                                                      samples, 0.5)
+                crops["seed keras classifier"] = crop_scores(seed.classify, samples)
+            aizoo = _optional(lambda: AizooDetector(peers_dir, threads=args.threads), "AIZOO")
+            if aizoo is not None:
+                pipes["aizoo ssd (float)"] = run_pipeline(aizoo.detect, None, samples, 0.5)
+        report["pipelines"] = pipes
+        report["classifier_on_ground_truth_crops"] = {
+            name: crop_summary(g, p) for name, (g, p, _) in crops.items()}
+        curves = {name: roc(g, sc) for name, (g, _, sc) in crops.items()}
+        report["roc_auc"] = {name: round(c[2], 4) for name, c in curves.items()}
+        if args.roc:
+            write_roc_png(curves, args.roc)
+            report["roc_png"] = str(args.roc)
     if args.json:
         print(json.dumps(report, indent=1))
-    else:
-        print(f"{args.dataset} split={args.split}: {len(samples)} images, IoU >= 0.5")
-        print(format_table(rows))
+        return 0
+    print(f"{args.dataset} split={args.split}: {len(samples)} images, IoU >= 0.5")
+    print(format_table(rows))
+    if classifier is not None:
+        print()
+        print(format_pipeline_table(report["pipelines"]))
+        print("unm.rec: unmasked (without/incorrect) faces found and flagged; mask.FA: masked faces "
+              "found but flagged; inc.: incorrect_mask verdicts among found faces")
+        for name, c in report["classifier_on_ground_truth_crops"].items():
+            print(f"{name} on ground-truth crops: {c['crops']} crops, 3-class accuracy "
+                  f"{c['accuracy_3class']:.4f}, mask vs not {c['accuracy_mask_vs_not']:.4f}, "
+                  f"ROC AUC {report['roc_auc'][name]:.4f}")
+        conf = report["pipelines"][next(iter(report["pipelines"]))][">=40"]["confusion"]
+        print("confusion (maskdoor, >= 40 px; rows: annotation, columns: verdict, '-' = missed):")
+        print("".ljust(16) + "".join(str(k or "-").rjust(16) for k in next(iter(conf.values()))))
+        for g, row in conf.items():
+            print(g.ljust(16) + "".join(str(v).rjust(16) for v in row.values()))
+        if args.roc:
+            print(f"ROC curve written to {args.roc}")
     return 0
+
+
+def _optional(make, what: str):
+    try:
+        return make()
+    except (MaskdoorError, OSError) as exc:
+        print(f"maskdoor eval: {what} skipped: {exc}", file=sys.stderr)
+        return None
+
+
+def _classifier(args):
+    from edge.classifier import MaskClassifier
+    if args.classifier is not None and str(args.classifier) == "none":
+        return None
+    path = args.classifier
+    if path is None:
+        from models import MASK_CLASSIFIER
+        if not MASK_CLASSIFIER.is_file():
+            return None
+        path = MASK_CLASSIFIER
+    return MaskClassifier(path, threads=args.threads, edgetpu=args.edgetpu)

@@ -73,3 +73,55 @@ class Face:
             out["label_score"] = round(float(self.label_score), 4)
             out["probs"] = {k: round(float(v), 4) for k, v in self.probs.items()}
         return out
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured frame: BGR pixels, its sequence number and capture time (epoch seconds)."""
+
+    image: object  # numpy array (H, W, 3) uint8
+    index: int
+    time: float
+    source: str = ""
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """A face in this frame with its track identity and the track's voted verdict."""
+
+    track_id: int
+    face: Face
+    verdict: str | None
+    verdict_score: float
+    width_frac: float
+    unmasked_streak: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """An alert: what the door tells people. ``to_json`` is the MQTT ``events`` payload."""
+
+    id: str
+    time: str
+    device: str
+    type: str
+    label: str
+    label_score: float
+    score: float
+    box: tuple[float, float, float, float]
+    face_width_frac: float
+    track_id: int
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "time": self.time, "device": self.device, "type": self.type,
+                "label": self.label, "label_score": round(self.label_score, 4),
+                "score": round(self.score, 4), "box": [round(v, 1) for v in self.box],
+                "face_width_frac": round(self.face_width_frac, 4), "track_id": self.track_id}

@@ -1,0 +1,267 @@
+"""Train the MobileNetV2 mask classifier on face crops cut the way the device cuts them.
+
+Crops come from the boxes of ``detect/`` (every face, with its class) and from the face photos
+of ``classify/`` (two classes), split by ``splits.csv``. Each face is stored once as a wider
+*context* crop, so that augmentation can jitter the crop window like detector boxes jitter,
+without decoding the photo again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+
+from convert.augment import photometric  # noqa: E402
+from edge.crops import crop, square_crop_box  # noqa: E402
+from edge.dataset import find_splits_csv, load_voc_dataset  # noqa: E402
+from edge.types import Box  # noqa: E402
+
+log = logging.getLogger("convert.classifier")
+
+LABELS = ("with_mask", "without_mask", "incorrect_mask")
+MARGIN = 0.15        # the device crop: square side = max(w, h) * (1 + 2 * MARGIN)
+CONTEXT = 1.5        # stored context crop side relative to the device crop side
+CONTEXT_PX = 240     # stored context crop size in pixels
+MOBILENET_H5 = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+
+
+@dataclass
+class CropSet:
+    images: np.ndarray   # (N, CONTEXT_PX, CONTEXT_PX, 3) uint8 BGR context crops
+    labels: np.ndarray   # (N,) int index into LABELS
+    source: np.ndarray   # (N,) str: 'detect' or 'classify'
+    width: np.ndarray    # (N,) face width in original pixels (nan for classify photos)
+
+
+def _context_box(face: Box) -> Box:
+    b = square_crop_box(face, MARGIN)
+    return square_crop_box(b, (CONTEXT - 1) / 2)
+
+
+def build_crops(data_dir: Path, split: str, include_classify: bool = True) -> CropSet:
+    imgs, labels, source, width = [], [], [], []
+    for s in load_voc_dataset(data_dir / "detect", split):
+        image = cv2.imread(str(s.image))
+        if image is None:
+            log.warning("skipping unreadable %s", s.image)
+            continue
+        for o in s.objects:
+            if o.box.width < 4 or o.box.height < 4:
+                continue
+            imgs.append(crop(image, _context_box(o.box), CONTEXT_PX))
+            labels.append(LABELS.index(o.label))
+            source.append("detect")
+            width.append(o.box.width)
+    if include_classify:
+        csv_path = find_splits_csv(data_dir.resolve())
+        with csv_path.open(newline="") as fh:
+            rows = [r for r in csv.DictReader(fh)
+                    if r["image"].startswith("classify/") and r["split"] == split]
+        for r in rows:
+            image = cv2.imread(str(csv_path.parent / r["image"]))
+            if image is None:
+                log.warning("skipping unreadable %s", r["image"])
+                continue
+            h, w = image.shape[:2]
+            # a face photo is the device crop already: treat the whole photo as the crop window
+            face = Box(0, 0, w, h)
+            side = max(w, h) / (1 + 2 * MARGIN)
+            cx, cy = w / 2, h / 2
+            face = Box(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+            imgs.append(crop(image, _context_box(face), CONTEXT_PX))
+            labels.append(LABELS.index(Path(r["image"]).parent.name))
+            source.append("classify")
+            width.append(np.nan)
+    return CropSet(np.stack(imgs), np.array(labels), np.array(source), np.array(width, float))
+
+
+def device_view(context: np.ndarray, size: int) -> np.ndarray:
+    """The crop the device would cut, from a stored context crop."""
+    side = CONTEXT_PX / CONTEXT
+    off = (CONTEXT_PX - side) / 2
+    return crop(context, Box(off, off, off + side, off + side), size)
+
+
+def jittered_view(rng, context: np.ndarray, size: int) -> np.ndarray:
+    """A device crop as if the detector's box were a little off in position and size."""
+    side = CONTEXT_PX / CONTEXT * rng.uniform(0.85, 1.15)
+    cx = CONTEXT_PX / 2 + rng.uniform(-0.08, 0.08) * side
+    cy = CONTEXT_PX / 2 + rng.uniform(-0.08, 0.08) * side
+    return crop(context, Box(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), size)
+
+
+class CropBatches(keras.utils.PyDataset):
+    def __init__(self, crops: CropSet, size: int, batch_size: int, seed: int, train: bool):
+        super().__init__()
+        self.crops, self.size, self.batch_size, self.train = crops, size, batch_size, train
+        self.rng = np.random.default_rng(seed)
+        self.order = np.arange(len(crops.labels))
+        self.on_epoch_end()
+
+    def __len__(self):
+        return int(np.ceil(len(self.order) / self.batch_size))
+
+    def on_epoch_end(self):
+        if self.train:
+            self.rng.shuffle(self.order)
+
+    def __getitem__(self, i):
+        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        xs = []
+        for j in idx:
+            ctx = self.crops.images[j]
+            if self.train:
+                x = jittered_view(self.rng, ctx, self.size)
+                if self.rng.random() < 0.5:
+                    x = x[:, ::-1]
+                x = photometric(self.rng, np.ascontiguousarray(x))
+            else:
+                x = device_view(ctx, self.size)
+            xs.append(x)
+        y = keras.utils.to_categorical(self.crops.labels[idx], len(LABELS))
+        return np.stack(xs).astype(np.float32), y
+
+
+def build_model(size: int, weights: Path | str | None) -> keras.Model:
+    """MobileNetV2 (alpha 1.0, ImageNet) taking BGR pixels 0..255, softmax over LABELS.
+
+    Keras's backbone expects RGB in [-1, 1]: the scaling is a layer, and the RGB->BGR swap is
+    folded into the first convolution's kernel, so it costs nothing on the device.
+    """
+    base = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=1.0,
+                                          include_top=False, weights=str(weights) if weights else None)
+    conv1 = base.get_layer("Conv1")
+    kernel = conv1.get_weights()
+    kernel[0] = kernel[0][:, :, ::-1, :].copy()
+    conv1.set_weights(kernel)
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    inp = keras.Input((size, size, 3), name="face_bgr")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit")(inp)
+    x = base(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    out = keras.layers.Dense(len(LABELS), activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name=f"mask_mobilenetv2_{size}")
+
+
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean([np.mean(y_pred[y_true == k] == k) for k in np.unique(y_true)]))
+
+
+def binary_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Mask worn properly against not (without_mask or incorrect_mask)."""
+    return float(np.mean((y_true == 0) == (y_pred == 0)))
+
+
+def predict(model, crops: CropSet, size: int) -> np.ndarray:
+    return model.predict(CropBatches(crops, size, 64, 0, train=False), verbose=0)
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=len(LABELS)).astype(float)
+    w = (counts.sum() / (len(LABELS) * np.maximum(counts, 1))) ** 0.5
+    return {k: float(v) for k, v in enumerate(w)}
+
+
+def train(data_dir: Path, weights_dir: Path, out_dir: Path, size: int = 128, epochs: int = 8,
+          batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
+          cache: Path | None = None) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    tr, va = load_crop_cache(data_dir, cache)
+    model = build_model(size, weights_dir / MOBILENET_H5)
+    cw = class_weights(tr.labels)
+    log.info("size %d: train %d crops %s, val %d, class weights %s", size, len(tr.labels),
+             np.bincount(tr.labels).tolist(), len(va.labels), cw)
+    steps = len(CropBatches(tr, size, batch_size, seed, True)) * epochs
+    sched = keras.optimizers.schedules.CosineDecay(lr * 0.1, steps, warmup_target=lr,
+                                                   warmup_steps=steps // 10, alpha=0.01)
+    model.compile(keras.optimizers.Adam(sched),
+                  keras.losses.CategoricalCrossentropy(label_smoothing=0.05), metrics=["accuracy"])
+    best, history, t0 = -1.0, [], time.time()
+    gen = CropBatches(tr, size, batch_size, seed, True)
+    for epoch in range(1, epochs + 1):
+        h = model.fit(gen, epochs=1, class_weight=cw, verbose=0)
+        pred = predict(model, va, size).argmax(1)
+        entry = {"epoch": epoch, "loss": round(h.history["loss"][-1], 4),
+                 "val_accuracy": round(float(np.mean(pred == va.labels)), 4),
+                 "val_balanced_accuracy": round(balanced_accuracy(va.labels, pred), 4),
+                 "val_mask_vs_not": round(binary_accuracy(va.labels, pred), 4),
+                 "seconds": round(time.time() - t0)}
+        history.append(entry)
+        log.info("size %d val: %s", size, json.dumps(entry))
+        score = entry["val_balanced_accuracy"] + entry["val_mask_vs_not"]
+        if score > best:
+            best = score
+            model.save_weights(out_dir / "best.weights.h5")
+            (out_dir / "best.json").write_text(json.dumps({**entry, "size": size}, indent=1))
+        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+    return json.loads((out_dir / "best.json").read_text())
+
+
+def load_crop_cache(data_dir: Path, cache: Path | None):
+    """Train and val crops, built once and kept in ``cache`` (an .npz) when given."""
+    if cache is not None and cache.is_file():
+        z = np.load(cache, allow_pickle=False)
+        return tuple(CropSet(z[f"{p}_images"], z[f"{p}_labels"], z[f"{p}_source"], z[f"{p}_width"])
+                     for p in ("train", "val"))
+    tr, va = build_crops(data_dir, "train"), build_crops(data_dir, "val")
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, **{f"{p}_{k}": getattr(c, k) for p, c in (("train", tr), ("val", va))
+                           for k in ("images", "labels", "source", "width")})
+    return tr, va
+
+
+def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
+           calibration: int = 400, cache: Path | None = None) -> dict:
+    """Quantise a run's selected classifier to int8, check it agrees with float on val crops
+    through the device's loader, and write ``out_path`` plus its JSON sidecar."""
+    from convert.quantize import to_int8_tflite
+    from edge.tflite import Model
+
+    best = json.loads((run_dir / "best.json").read_text())
+    size = int(best["size"])
+    cache = cache or run_dir.parent / "crops.npz"
+    tr, va = load_crop_cache(data_dir, cache)
+    model = build_model(size, None)
+    model.load_weights(run_dir / "best.weights.h5")
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(tr.labels), size=min(calibration, len(tr.labels)), replace=False)
+    calib = [device_view(tr.images[i], size) for i in pick]
+    to_int8_tflite(model, lambda: iter(calib), out_path)
+    float_pred = predict(model, va, size)
+    q = Model(out_path, threads=os.cpu_count() or 1)
+    int8_pred = np.stack([q(device_view(c, size))[0][0] for c in va.images])
+    agree = float(np.mean(int8_pred.argmax(1) == float_pred.argmax(1)))
+    meta = {
+        "format": "maskdoor-classifier/1",
+        "architecture": f"MobileNetV2 alpha 1.0, {size}x{size}, ImageNet backbone, fine-tuned",
+        "labels": list(LABELS),
+        "input": {"color": "bgr", "range": "0-255"},
+        "crop": {"shape": "square", "margin": MARGIN,
+                 "rule": "side = max(w, h) * (1 + 2 * margin), centred on the face box"},
+        "training": {"data": "shared/data detect/ boxes + classify/ photos, train split",
+                     "selected_on": "val split", "epoch": best["epoch"],
+                     "val_float": {k: v for k, v in best.items() if k.startswith("val_")},
+                     "val_int8_accuracy": round(float(np.mean(int8_pred.argmax(1) == va.labels)), 4),
+                     "val_int8_float_agreement": round(agree, 4),
+                     "calibration_crops": len(calib)},
+    }
+    out_path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    log.info("exported %s (%.1f MB): int8/float agreement on %d val crops %.4f", out_path,
+             out_path.stat().st_size / 1e6, len(va.labels), agree)
+    return meta

@@ -1,0 +1,65 @@
+"""``maskdoor check``: can this appliance run here? One pass/fail line per part."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+
+def _line(ok: bool | None, what: str, detail: str) -> bool:
+    mark = {True: "PASS", False: "FAIL", None: "SKIP"}[ok]
+    print(f"{mark}  {what}: {detail}", flush=True)
+    return ok is not False
+
+
+def run_checks(cfg) -> int:
+    ok = True
+    det = None
+    try:
+        from edge.runner import build_models
+        det, cls = build_models(cfg)
+        ok &= _line(True, "models", f"{det.model.path.name} {det.input_hw} and "
+                    f"{cls.model.path.name} {cls.size}px load with {det.model.runtime}")
+    except Exception as exc:
+        ok &= _line(False, "models", str(exc))
+    try:
+        from edge.sources import open_source
+        src = open_source(cfg.camera, lores=det.input_hw if det else None)
+        src.open()
+        try:
+            image = src.read()
+        finally:
+            src.close()
+        if image is None:
+            ok &= _line(False, "camera", f"{src.name} opened but gave no frame")
+        else:
+            ok &= _line(True, "camera", f"{src.name} gives {image.shape[1]}x{image.shape[0]} frames")
+    except Exception as exc:
+        ok &= _line(False, "camera", str(exc))
+    if cfg.mqtt.url:
+        try:
+            from edge.mqtt import parse_url
+            host, port, _ = parse_url(cfg.mqtt.url)
+            with socket.create_connection((host, port), timeout=3):
+                pass
+            ok &= _line(True, "broker", f"{host}:{port} accepts connections")
+        except Exception as exc:
+            ok &= _line(False, "broker", f"{cfg.mqtt.url}: {exc}; is the broker running and "
+                        "reachable from here?")
+    else:
+        _line(None, "broker", "none configured (mqtt.url); events go to stdout")
+    if cfg.gpio.enabled:
+        from edge.pins import DoorSignals
+        sig = DoorSignals(cfg.gpio)
+        try:
+            if sig.available:
+                ok &= _line(True, "pins", f"red LED {cfg.gpio.red_led}, buzzer {cfg.gpio.buzzer}, "
+                            f"green LED {cfg.gpio.green_led} (BCM)")
+            else:
+                ok &= _line(False, "pins", sig.reason)
+        finally:
+            sig.close()
+    else:
+        _line(None, "pins", "disabled (gpio.enabled = false)")
+    print("all checks passed" if ok else "some checks failed", file=sys.stderr)
+    return 0 if ok else 1

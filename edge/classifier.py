@@ -1,0 +1,68 @@
+"""The MobileNetV2 mask classifier: faces in a frame -> the same faces with a verdict.
+
+The ``.tflite`` says its input size and quantisation; the JSON beside it gives the class labels
+and the crop margin the model was trained with, so the device cuts faces the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from edge.crops import face_crop
+from edge.errors import ModelError
+from edge.tflite import Model
+from edge.types import Face
+from models import MASK_CLASSIFIER as DEFAULT_MODEL
+
+
+class MaskClassifier:
+    """Load once, then ``classifier.classify(bgr_image, faces) -> faces with verdicts``."""
+
+    def __init__(self, model_path: str | Path = DEFAULT_MODEL, threads: int = 1,
+                 edgetpu: bool = False, runtime: str | None = None):
+        side = Path(model_path).with_suffix(".json")
+        try:
+            meta = json.loads(side.read_text())
+        except FileNotFoundError:
+            raise ModelError(f"{side}: missing; it holds the labels and crop margin of "
+                             f"{Path(model_path).name}. Keep the .json beside the .tflite.") from None
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{side}: not valid JSON ({exc})") from exc
+        self.model = Model(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime)
+        self.labels = tuple(meta["labels"])
+        self.margin = float(meta["crop"]["margin"])
+        self.meta = meta
+        h, w = self.model.input_hw
+        if h != w:
+            raise ModelError(f"{model_path}: expected a square input, found {h}x{w}")
+        self.size = h
+        out = self.model.outputs[0].shape
+        if out[-1] != len(self.labels):
+            raise ModelError(f"{model_path}: {out[-1]} outputs but {len(self.labels)} labels in "
+                             f"{side.name}")
+
+    def probabilities(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """Class probabilities for one face, in ``self.labels`` order."""
+        if self.model.input.dtype is np.uint8:
+            buf = self.model.input_buffer()
+            face_crop(image, face.box, self.size, self.margin, dst=buf)
+            del buf  # no view of interpreter memory may outlive invoke()
+        else:
+            self.model.set_input(face_crop(image, face.box, self.size, self.margin))
+        p = self.model.invoke()[0][0].astype(np.float64)
+        if p.min() < 0 or abs(p.sum() - 1) > 0.05:  # logits: normalise
+            p = np.exp(p - p.max())
+        return p / p.sum()
+
+    def classify(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+        out = []
+        for face in faces:
+            p = self.probabilities(image, face)
+            k = int(np.argmax(p))
+            out.append(replace(face, label=self.labels[k], label_score=float(p[k]),
+                               probs={lab: float(v) for lab, v in zip(self.labels, p)}))
+        return out

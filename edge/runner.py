@@ -1,0 +1,85 @@
+"""``maskdoor run``: build the appliance from its config and run the door loop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from edge import config as configuration
+from edge.app import SafeSinks, process_frames
+from edge.sdnotify import Notifier
+
+log = logging.getLogger("maskdoor.run")
+
+
+def build_models(cfg):
+    from edge.classifier import MaskClassifier
+    from edge.detector import DEFAULT_MODEL, FaceDetector
+    from models import MASK_CLASSIFIER
+    det = FaceDetector(cfg.detector.model or DEFAULT_MODEL, threads=cfg.detector.threads,
+                       threshold=cfg.detector.threshold or None, edgetpu=cfg.detector.edgetpu)
+    cls = MaskClassifier(cfg.classifier.model or MASK_CLASSIFIER, threads=cfg.classifier.threads,
+                         edgetpu=cfg.classifier.edgetpu)
+    return det, cls
+
+
+def build_sinks(cfg, device_id: str):
+    from edge.outbox import Outbox
+    from edge.pins import DoorSignals
+    sinks = [DoorSignals(cfg.gpio)]
+    if cfg.mqtt.url:
+        from edge.mqtt import MqttSink
+        outbox = Outbox(configuration.state_dir(cfg) / "outbox", cfg.mqtt.queue_max)
+        mq = MqttSink(cfg.mqtt, device_id, outbox)
+        if len(outbox):
+            log.info("%d event(s) queued from an earlier run will be sent", len(outbox))
+        mq.start()
+        sinks.append(mq)
+    else:
+        from edge.mqtt import StdoutSink
+        log.info("no MQTT broker configured (mqtt.url): events go to stdout as JSON lines")
+        sinks.append(StdoutSink())
+    return sinks
+
+
+def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None) -> int:
+    from edge.mqtt import default_device_id
+    from edge.policy import DoorPolicy
+    from edge.sources import open_source, reader_for
+    from edge.tracker import IoUTracker
+
+    notifier = Notifier()
+    device_id = cfg.mqtt.device_id or default_device_id()
+    stop = stop or threading.Event()
+
+    def on_signal(signum, _frame):
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    detector, classifier = build_models(cfg)
+    source = open_source(cfg.camera, lores=detector.input_hw)
+    reader = reader_for(source, cfg.camera).start()
+    sinks = SafeSinks(build_sinks(cfg, device_id))
+    try:
+        tracker = IoUTracker(cfg.tracker.iou, cfg.tracker.max_missed, cfg.tracker.votes)
+        policy = DoorPolicy(device_id, cfg.policy.min_face_width_frac, cfg.policy.unmasked_frames,
+                            cfg.policy.alarm_on_incorrect_mask, cfg.policy.cooldown_s)
+        log.info("watching %s as %s (detector %s, %s)", source.name, device_id,
+                 detector.model.path.name, detector.model.runtime)
+        notifier.ready(f"watching {source.name}")
+        stats = process_frames(reader, detector, classifier, tracker, policy, sinks,
+                               max_frames=max_frames, stop=stop, notifier=notifier,
+                               stats_interval_s=cfg.mqtt.stats_interval_s,
+                               snapshot=cfg.mqtt.snapshot)
+        summary = stats.summary(getattr(reader, "dropped", 0))
+        log.info("stopped after %d frames (%.1f fps), %d alert(s), %d dropped frame(s)",
+                 summary["frames"], summary["fps"], summary["events"], summary["dropped_frames"])
+    finally:
+        notifier.stopping()
+        reader.stop()
+        sinks.close()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return 0

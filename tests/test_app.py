@@ -1,0 +1,176 @@
+"""The whole appliance on the bundled demo clip: real int8 models, a real broker, mock pins."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import Subscriber
+from edge import config
+from edge.app import SafeSinks, process_frames
+from edge.runner import run
+
+EXE = str(Path(sys.executable).parent / "maskdoor")
+FIELDS = {"id", "time", "device", "type", "label", "label_score", "score", "box",
+          "face_width_frac", "track_id"}
+MASKED_PART = 75  # the clip's masked person walks up and leaves within its first 75 frames
+
+
+def cfg_for(tmp_path, **overrides):
+    base = {"camera.source": "demo", "mqtt.device_id": "door1",
+            "service.state_dir": str(tmp_path / "state"), "gpio.alert_s": 0.5,
+            "gpio.beep_on_s": 0.05, "gpio.beep_off_s": 0.05}
+    return config.load(None, {**base, **overrides})
+
+
+def on_periods(pin):
+    out, start, now = [], None, 0.0
+    for s in pin.states:
+        now += s.timestamp
+        if s.state and start is None:
+            start = now
+        elif not s.state and start is not None:
+            out.append(now - start)
+            start = None
+    return out
+
+
+def test_unmasked_person_gives_one_event_and_lights_and_beeps(broker, mock_pins, tmp_path):
+    sub = Subscriber(broker.url, ["maskdoor/door1/#"])
+    assert run(cfg_for(tmp_path, **{"mqtt.url": broker.url})) == 0
+    assert sub.wait(lambda: sub.on("/events"), timeout=10)
+    time.sleep(0.5)
+    events = [json.loads(m[1]) for m in sub.on("/events")]
+    assert len(events) == 1, events
+    ev = events[0]
+    assert set(ev) == FIELDS
+    assert ev["type"] == "unmasked_face" and ev["label"] == "without_mask"
+    assert ev["device"] == "door1" and ev["face_width_frac"] >= 0.10
+    assert ev["time"].endswith("Z") and len(ev["box"]) == 4
+    assert [m[1] for m in sub.on("/availability")][-1] == b"offline"
+    red, buzzer = mock_pins.pin(17), mock_pins.pin(27)
+    assert any(0.3 < p < 0.8 for p in on_periods(red)), "red LED on for alert_s"
+    assert len(on_periods(buzzer)) == 3, "three beeps"
+    assert not red.state and not buzzer.state, "everything off after a clean stop"
+    sub.close()
+
+
+def test_masked_person_gives_no_event(broker, mock_pins, tmp_path):
+    sub = Subscriber(broker.url, ["maskdoor/door1/#"])
+    assert run(cfg_for(tmp_path, **{"mqtt.url": broker.url}), max_frames=MASKED_PART) == 0
+    time.sleep(0.5)
+    assert sub.on("/events") == []
+    states = [json.loads(m[1]) for m in sub.on("/state")]
+    assert any(s["faces"] >= 1 for s in states), "the masked person was seen"
+    assert all(s["unmasked"] == 0 for s in states)
+    assert not mock_pins.pin(17).state and on_periods(mock_pins.pin(17)) == []
+    sub.close()
+
+
+def test_main_job_without_broker_prints_one_event_json(tmp_path):
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock", "STATE_DIRECTORY": str(tmp_path)}
+    r = subprocess.run([EXE, "run", "--source", "demo"], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    assert len(lines) == 1 and lines[0]["type"] == "unmasked_face"
+
+
+def test_sigterm_stops_cleanly_leaving_offline_retained(broker, tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text("[camera]\nsource = 'demo'\nloop = true\nrealtime = true\n"
+                    f"[mqtt]\nurl = '{broker.url}'\ndevice_id = 'door2'\n"
+                    f"[service]\nstate_dir = '{tmp_path / 'state'}'\n")
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+    sub = Subscriber(broker.url, ["maskdoor/door2/availability"])
+    proc = subprocess.Popen([EXE, "run", "--config", str(conf)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert sub.wait(lambda: sub.on("/availability"), timeout=60), "never came online"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGTERM received" in err
+    sub.close()
+    late = Subscriber(broker.url, ["maskdoor/door2/availability"])
+    assert late.wait(lambda: late.on("/availability"))
+    assert late.on("/availability")[-1][1:] == (b"offline", True)
+    late.close()
+
+
+def test_check_reports_each_part(broker, tmp_path):
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+    ok = subprocess.run([EXE, "check", "--source", "demo", "--mqtt", broker.url],
+                        capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    for part in ("models", "camera", "broker", "pins"):
+        assert f"PASS  {part}:" in ok.stdout
+    broker.stop()
+    bad = subprocess.run([EXE, "check", "--source", "/no/such.mp4", "--mqtt", broker.url],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 1
+    assert "FAIL  camera: camera.source = '/no/such.mp4'" in bad.stdout
+    assert "FAIL  broker:" in bad.stdout
+
+
+def test_alerts_subscriber_prints_readable_lines(broker):
+    proc = subprocess.Popen([EXE, "alerts", "--mqtt", broker.url, "--count", "1",
+                             "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(1.5)
+    import paho.mqtt.publish as publish
+    ev = {"id": "x1", "time": "2026-11-22T05:00:00.000Z", "device": "door1",
+          "type": "unmasked_face", "label": "without_mask", "label_score": 0.93, "score": 0.99,
+          "box": [1, 2, 3, 4], "face_width_frac": 0.18, "track_id": 4}
+    publish.single("maskdoor/door1/events", json.dumps(ev), qos=1, hostname="127.0.0.1",
+                   port=broker.port)
+    out, err = proc.communicate(timeout=40)
+    assert proc.returncode == 0, err
+    assert "door1: NO MASK (without_mask 0.93), track 4, face 18% of the frame wide  [x1]" in out
+
+
+def test_a_failing_sink_never_stops_the_loop(caplog):
+    from edge.types import Frame
+
+    class Broken:
+        def on_state(self, *a):
+            raise OSError("disk full")
+
+    class Counter:
+        n = 0
+
+        def on_state(self, *a):
+            Counter.n += 1
+
+    class Reader:
+        ended = True
+
+        def __init__(self):
+            self.i = 0
+
+        def get(self, timeout=None):
+            import numpy as np
+            self.i += 1
+            return Frame(np.zeros((48, 64, 3), np.uint8), self.i, 0.0) if self.i <= 5 else None
+
+    class NoFaces:
+        def detect(self, image):
+            return []
+
+    from edge.policy import DoorPolicy
+    from edge.tracker import IoUTracker
+    stats = process_frames(Reader(), NoFaces(), None, IoUTracker(), DoorPolicy("d"),
+                           SafeSinks([Broken(), Counter()]))
+    assert stats.frames == 5 and Counter.n == 5
+    assert len([r for r in caplog.records if "disk full" in r.getMessage()]) == 1
