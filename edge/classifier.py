@@ -24,6 +24,7 @@ class MaskClassifier:
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, threads: int = 1,
                  edgetpu: bool = False, runtime: str | None = None):
+        self.model = Model(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime)
         side = Path(model_path).with_suffix(".json")
         try:
             meta = json.loads(side.read_text())
@@ -32,7 +33,6 @@ class MaskClassifier:
                              f"{Path(model_path).name}. Keep the .json beside the .tflite.") from None
         except json.JSONDecodeError as exc:
             raise ModelError(f"{side}: not valid JSON ({exc})") from exc
-        self.model = Model(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime)
         self.labels = tuple(meta["labels"])
         self.margin = float(meta["crop"]["margin"])
         self.meta = meta

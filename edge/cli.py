@@ -34,9 +34,23 @@ def _detector(args):
                         edgetpu=args.edgetpu)
 
 
+def _classifier(args):
+    """The mask classifier for ``detect``: --classifier, else the shipped one when present."""
+    from edge.classifier import MaskClassifier
+    from models import MASK_CLASSIFIER
+    if args.classifier is not None:
+        if str(args.classifier) == "none":
+            return None
+        return MaskClassifier(args.classifier, threads=args.threads, edgetpu=args.edgetpu)
+    if MASK_CLASSIFIER.is_file():
+        return MaskClassifier(MASK_CLASSIFIER, threads=args.threads, edgetpu=args.edgetpu)
+    return None
+
+
 def cmd_detect(args) -> int:
     from edge.images import annotate, expand_paths, read_image
     detector = _detector(args)
+    classifier = _classifier(args)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -50,6 +64,8 @@ def cmd_detect(args) -> int:
             continue
         t0 = time.perf_counter()
         faces = detector.detect(image)
+        if classifier is not None and faces:
+            faces = classifier.classify(image, faces)
         ms = (time.perf_counter() - t0) * 1000
         if args.json:
             print(json.dumps({"image": str(path), "width": image.shape[1],
@@ -142,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     d.add_argument("--json", action="store_true", help="one JSON object per image per line")
     d.add_argument("--out", type=Path, help="write annotated copies into this folder")
+    d.add_argument("--classifier", type=Path, default=None,
+                   help="mask classifier .tflite (default: the shipped one); 'none' for faces only")
     _add_model_args(d)
     d.set_defaults(func=cmd_detect)
 

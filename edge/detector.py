@@ -45,8 +45,9 @@ class SSDDecoder:
     """Raw SSD outputs -> faces: decode against the priors, threshold, NMS, scale to pixels."""
 
     def __init__(self, spec: ssd.AnchorSpec, score_threshold: float = 0.5, nms_iou: float = 0.45,
-                 top_k: int = 400, keep_top_k: int = 200):
+                 top_k: int = 400, keep_top_k: int = 200, clip: bool = True):
         self.spec = spec
+        self.clip = clip  # False keeps boxes reaching outside the image, as Caffe reports them
         self.priors = ssd.priors(spec)
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
@@ -69,7 +70,9 @@ class SSDDecoder:
         scale = np.array([width, height, width, height], np.float32)
         faces, rows = [], []
         for i in kept:
-            b = Box(*(boxes[i] * scale).tolist()).clip(width, height)
+            b = Box(*(boxes[i] * scale).tolist())
+            if self.clip:
+                b = b.clip(width, height)
             if b.width >= 1 and b.height >= 1:
                 faces.append(Face(b, float(scores[keep[i]])))
                 rows.append(keep[i])
@@ -86,8 +89,8 @@ class FaceDetector:
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, threads: int = 1,
                  threshold: float | None = None, nms_iou: float | None = None,
                  edgetpu: bool = False, runtime: str | None = None):
-        meta = load_sidecar(model_path)
         self.model = Model(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime)
+        meta = load_sidecar(model_path)
         spec = ssd.AnchorSpec.from_dict(meta["anchors"])
         if tuple(spec.input_size) != self.model.input_hw:
             raise ModelError(f"{model_path}: input {self.model.input_hw} does not match the anchor "

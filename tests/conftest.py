@@ -126,3 +126,17 @@ def mock_pins():
     yield Device.pin_factory
     Device.pin_factory.reset()
     Device.pin_factory = previous
+
+
+def on_periods(pin):
+    """[(start, length)] of the pin's high periods from the mock pin's recorded states
+    (each state's timestamp is the time since the previous change)."""
+    out, start, now = [], None, 0.0
+    for s in pin.states:
+        now += s.timestamp
+        if s.state and start is None:
+            start = now
+        elif not s.state and start is not None:
+            out.append((start, now - start))
+            start = None
+    return out

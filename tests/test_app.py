@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Subscriber
+from conftest import Subscriber, on_periods
 from edge import config
 from edge.app import SafeSinks, process_frames
 from edge.runner import run
@@ -30,18 +30,6 @@ def cfg_for(tmp_path, **overrides):
     return config.load(None, {**base, **overrides})
 
 
-def on_periods(pin):
-    out, start, now = [], None, 0.0
-    for s in pin.states:
-        now += s.timestamp
-        if s.state and start is None:
-            start = now
-        elif not s.state and start is not None:
-            out.append(now - start)
-            start = None
-    return out
-
-
 def test_unmasked_person_gives_one_event_and_lights_and_beeps(broker, mock_pins, tmp_path):
     sub = Subscriber(broker.url, ["maskdoor/door1/#"])
     assert run(cfg_for(tmp_path, **{"mqtt.url": broker.url})) == 0
@@ -56,7 +44,7 @@ def test_unmasked_person_gives_one_event_and_lights_and_beeps(broker, mock_pins,
     assert ev["time"].endswith("Z") and len(ev["box"]) == 4
     assert [m[1] for m in sub.on("/availability")][-1] == b"offline"
     red, buzzer = mock_pins.pin(17), mock_pins.pin(27)
-    assert any(0.3 < p < 0.8 for p in on_periods(red)), "red LED on for alert_s"
+    assert any(0.3 < length < 0.8 for _, length in on_periods(red)), "red LED on for alert_s"
     assert len(on_periods(buzzer)) == 3, "three beeps"
     assert not red.state and not buzzer.state, "everything off after a clean stop"
     sub.close()

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import on_periods
 from edge import config
 from edge.pins import DoorSignals
 
@@ -12,20 +13,6 @@ from edge.pins import DoorSignals
 def gpio_cfg(**kw):
     cfg = config.load(None).gpio
     return SimpleNamespace(**{**vars(cfg), **kw})
-
-
-def on_periods(pin):
-    """[(start, length)] of the pin's high periods from the mock pin's recorded states
-    (each state's timestamp is the time since the previous change)."""
-    out, start, now = [], None, 0.0
-    for s in pin.states:
-        now += s.timestamp
-        if s.state and start is None:
-            start = now
-        elif not s.state and start is not None:
-            out.append((start, now - start))
-            start = None
-    return out
 
 
 def test_alert_lights_red_and_beeps(mock_pins):

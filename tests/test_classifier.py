@@ -1,0 +1,68 @@
+"""The shipped int8 mask classifier, and the crop rule the device shares with training."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import FIXTURES
+from edge.classifier import MaskClassifier
+from edge.crops import face_crop, square_crop_box
+from edge.dataset import load_voc_dataset
+from edge.errors import ModelError
+from edge.types import Box, Face
+from models import MASK_CLASSIFIER
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return MaskClassifier(MASK_CLASSIFIER)
+
+
+def test_square_crop_rule():
+    b = square_crop_box(Box(10, 20, 50, 80), 0.15)  # 40 x 60 face
+    assert b.width == pytest.approx(60 * 1.3) and b.height == pytest.approx(60 * 1.3)
+    assert b.center == (30, 50)
+
+
+def test_crop_replicates_the_border_outside_the_frame():
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[:, :50] = 255
+    c = face_crop(img, Box(-20, 10, 30, 60), 32, 0.0)
+    assert c.shape == (32, 32, 3) and c[:, 0].min() == 255  # left border replicated
+
+
+def test_model_describes_itself(classifier):
+    meta = json.loads(MASK_CLASSIFIER.with_suffix(".json").read_text())
+    assert classifier.labels == tuple(meta["labels"]) == ("with_mask", "without_mask",
+                                                           "incorrect_mask")
+    assert classifier.model.input.dtype is np.uint8 and classifier.size == meta_size(meta)
+    assert meta["training"]["val_int8_float_agreement"] >= 0.99
+
+
+def meta_size(meta):
+    return int(meta["architecture"].split(", ")[1].split("x")[0])
+
+
+def test_verdicts_on_golden_faces(classifier):
+    """Every annotated face of at least 60 px in the fixtures gets its annotated verdict."""
+    checked = 0
+    for s in load_voc_dataset(FIXTURES / "andrewmvd"):
+        image = cv2.imread(str(s.image))
+        faces = [Face(o.box, 1.0) for o in s.objects if o.box.width >= 60]
+        labels = [o.label for o in s.objects if o.box.width >= 60]
+        for f, want in zip(classifier.classify(image, faces), labels):
+            assert f.label == want, f"{s.image.name}: {want} face called {f.label}"
+            assert set(f.probs) == set(classifier.labels)
+            assert sum(f.probs.values()) == pytest.approx(1.0, abs=1e-3)
+            assert f.label_score == max(f.probs.values())
+            checked += 1
+    assert checked >= 6
+
+
+def test_missing_sidecar(tmp_path):
+    lone = tmp_path / "m.tflite"
+    lone.write_bytes(MASK_CLASSIFIER.read_bytes())
+    with pytest.raises(ModelError, match="m.json: missing"):
+        MaskClassifier(lone)
