@@ -38,9 +38,9 @@ def main(argv=None) -> int:
     c.add_argument("--out", type=Path, default=ROOT / "runs" / "classifier")
     c.add_argument("--sizes", type=int, nargs="+", default=[128],
                    help="input sizes to train (one run each, for the size/latency table)")
-    c.add_argument("--epochs", type=int, default=8)
+    c.add_argument("--epochs", type=int, default=10)
     c.add_argument("--batch-size", type=int, default=32)
-    c.add_argument("--lr", type=float, default=1e-3)
+    c.add_argument("--lr", type=float, default=3e-4)
 
     x = sub.add_parser("classifier-export", help="quantise one trained classifier to int8 TFLite")
     x.add_argument("--run", type=Path, default=ROOT / "runs" / "classifier" / "128")

@@ -35,6 +35,9 @@ class MaskClassifier:
             raise ModelError(f"{side}: not valid JSON ({exc})") from exc
         self.labels = tuple(meta["labels"])
         self.margin = float(meta["crop"]["margin"])
+        # A face is flagged (not properly masked) when p(without_mask) + p(incorrect_mask)
+        # reaches this; chosen on val so that masked people are rarely flagged.
+        self.flag_threshold = float(meta.get("flag_threshold", 0.5))
         self.meta = meta
         h, w = self.model.input_hw
         if h != w:
@@ -58,11 +61,21 @@ class MaskClassifier:
             p = np.exp(p - p.max())
         return p / p.sum()
 
+    def verdict(self, p: np.ndarray) -> int:
+        """Index of the verdict for probabilities ``p`` (in ``self.labels`` order)."""
+        probs = dict(zip(self.labels, p))
+        if "with_mask" not in probs:
+            return int(np.argmax(p))
+        unmasked = [lab for lab in self.labels if lab != "with_mask"]
+        if sum(probs[lab] for lab in unmasked) >= self.flag_threshold:
+            return self.labels.index(max(unmasked, key=probs.get))
+        return self.labels.index("with_mask")
+
     def classify(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
         out = []
         for face in faces:
             p = self.probabilities(image, face)
-            k = int(np.argmax(p))
+            k = self.verdict(p)
             out.append(replace(face, label=self.labels[k], label_score=float(p[k]),
                                probs={lab: float(v) for lab, v in zip(self.labels, p)}))
         return out

@@ -24,9 +24,18 @@ def test_detect_json_contract(capsys):
         assert rec["ms"] > 0
         assert rec["faces"], "each of these fixtures shows a face"
         for face in rec["faces"]:
-            assert set(face) >= {"box", "score"}
+            assert set(face) == {"box", "score", "label", "label_score", "probs"}
+            assert set(face["probs"]) == {"with_mask", "without_mask", "incorrect_mask"}
+            assert face["label"] in face["probs"]
+            assert face["label_score"] == face["probs"][face["label"]]
             x1, y1, x2, y2 = face["box"]
             assert 0 <= x1 < x2 <= rec["width"] and 0 <= y1 < y2 <= rec["height"]
+
+
+def test_detect_faces_only_without_classifier(capsys):
+    assert main(["detect", "--json", "--classifier", "none", str(FIXTURE_IMAGES[1])]) == 0
+    (face,) = json.loads(capsys.readouterr().out)["faces"]
+    assert set(face) == {"box", "score"}
 
 
 def test_bad_files_are_named_others_still_processed(tmp_path, capsys):
