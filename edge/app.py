@@ -109,7 +109,8 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
             if notifier is not None and getattr(reader, "outage", False):
                 notifier.watchdog()  # reopening the camera on purpose: alive, not hung
             continue
-        faces = detector.detect(frame.image)
+        faces = detector.detect(frame.image, lores=frame.lores) if frame.lores is not None \
+            else detector.detect(frame.image)
         t2 = time.perf_counter()
         if classifier is not None and faces:
             faces = classifier.classify(frame.image, faces)

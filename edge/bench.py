@@ -48,6 +48,14 @@ def run_bench(args) -> int:
     det = FaceDetector(args.model, threads=args.threads)
     rows = {f"maskdoor detector int8 {det.input_hw[1]}x{det.input_hw[0]} ({det.model.runtime})":
             _time(det.detect, frames)}
+    from edge.classifier import MaskClassifier
+    from models import MASK_CLASSIFIER
+    if MASK_CLASSIFIER.is_file():
+        cls = MaskClassifier(MASK_CLASSIFIER, threads=args.threads)
+        faces = [(f, d) for f in frames for d in det.detect(f)[:1]]
+        if faces:
+            rows[f"maskdoor classifier int8 {cls.size}x{cls.size}, per face"] = _time(
+                lambda fd: cls.classify(fd[0], [fd[1]]), faces)
     weights = args.peers or find_weights_dir(Path.cwd(), Path(__file__).resolve().parent)
     if weights is not None and str(weights) != "none":
         try:

@@ -130,9 +130,15 @@ class FaceDetector:
         outs = self.model.invoke()
         return outs[self._loc][0], softmax_face(outs[self._conf][0])
 
-    def detect(self, image: np.ndarray, threshold: float | None = None) -> list[Face]:
+    def detect(self, image: np.ndarray, threshold: float | None = None,
+               lores: np.ndarray | None = None) -> list[Face]:
+        """Faces in ``image`` (BGR), boxes in its pixels. ``lores``, the same view already at the
+        model's input size (a camera's second stream), is used as the input without resizing."""
         if image is None or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError("detect() needs a BGR image of shape (height, width, 3)")
-        self.preprocess(image)
+        if lores is not None and lores.shape[:2] == self.input_hw and lores.dtype == np.uint8:
+            self.model.set_input(lores)
+        else:
+            self.preprocess(image)
         loc, scores = self.raw()
         return self.decoder(loc, scores, image.shape[1], image.shape[0], threshold)

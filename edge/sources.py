@@ -307,7 +307,8 @@ class LatestFrameGrabber:
                 log.warning("camera %s is back", self.source.name)
                 self.outage, backoff = False, 0.5
             self.captured += 1
-            frame = Frame(image, self.captured, time.time(), self.source.name)
+            frame = Frame(image, self.captured, time.time(), self.source.name,
+                          getattr(self.source, "lores_frame", None))
             with self._cond:
                 if self._slot is not None:
                     self.dropped += 1

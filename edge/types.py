@@ -79,10 +79,11 @@ class Face:
 class Frame:
     """One captured frame: BGR pixels, its sequence number and capture time (epoch seconds)."""
 
-    image: object  # numpy array (H, W, 3) uint8
+    image: object  # numpy array (H, W, 3) uint8: the main stream, drawn on and cropped from
     index: int
     time: float
     source: str = ""
+    lores: object = None  # the same view at the detector's input size, when the camera makes one
 
     @property
     def width(self) -> int:

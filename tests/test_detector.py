@@ -70,3 +70,12 @@ def test_sidecar_mismatch_is_detected(tmp_path):
     model.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="output rows but the anchor spec describes"):
         FaceDetector(model)
+
+
+def test_a_camera_lores_stream_gives_the_same_faces_in_main_pixels(detector):
+    image = cv2.imread(str(FIXTURE_IMAGES[1]))
+    h, w = detector.input_hw
+    lores = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    a = detector.detect(image)
+    b = detector.detect(image, lores=lores)
+    assert [f.box.as_list() for f in a] == [f.box.as_list() for f in b]
