@@ -10,6 +10,7 @@ GPIO at all (a laptop) the appliance runs on and says once that the pins are off
 from __future__ import annotations
 
 import logging
+import warnings
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +27,10 @@ class DoorSignals:
         if not gpio_cfg.enabled:
             return
         try:
-            from gpiozero import LED, Buzzer
-            self.red = LED(gpio_cfg.red_led, active_high=gpio_cfg.active_high, initial_value=False)
-            if gpio_cfg.buzzer >= 0:
-                self.buzzer = Buzzer(gpio_cfg.buzzer, active_high=gpio_cfg.active_high,
-                                     initial_value=False)
-            if gpio_cfg.green_led >= 0:
-                self.green = LED(gpio_cfg.green_led, active_high=gpio_cfg.active_high,
-                                 initial_value=False)
+            with warnings.catch_warnings():
+                # gpiozero warns for every pin library it tries; one message below says it all
+                warnings.simplefilter("ignore")
+                self._open_devices(gpio_cfg)
             self.available = True
             self.reason = ""
         except Exception as exc:  # ImportError, BadPinFactory, pin in use: all mean "no pins"
@@ -42,6 +39,16 @@ class DoorSignals:
             log.warning("GPIO pins are off (%s); the door runs without LED and buzzer. On a Pi, "
                         "check the pins in [gpio] and that the user is in the 'gpio' group.",
                         self.reason)
+
+    def _open_devices(self, gpio_cfg) -> None:
+        from gpiozero import LED, Buzzer
+        self.red = LED(gpio_cfg.red_led, active_high=gpio_cfg.active_high, initial_value=False)
+        if gpio_cfg.buzzer >= 0:
+            self.buzzer = Buzzer(gpio_cfg.buzzer, active_high=gpio_cfg.active_high,
+                                 initial_value=False)
+        if gpio_cfg.green_led >= 0:
+            self.green = LED(gpio_cfg.green_led, active_high=gpio_cfg.active_high,
+                             initial_value=False)
 
     def alert(self) -> None:
         if self.red is not None:
