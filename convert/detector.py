@@ -167,15 +167,12 @@ def evaluate_keras(model, spec, samples, images, threshold=0.05) -> DetectionRec
         x = np.stack([cv2.resize(im, (w, h)) for im, _ in batch]).astype(np.float32)
         out = model(x, training=False)
         loc, conf = out["loc"].numpy(), out["conf"].numpy()
-        for k, (im, gt) in enumerate(batch):
-            faces = dec(loc[k], softmax_face(conf[k]), im.shape[1], im.shape[0])
-            rec.add(gt, np.array([f.box.as_list(3) for f in faces]).reshape(-1, 4),
-                    np.array([f.score for f in faces]))
+        for k, (im, sample) in enumerate(batch):
+            rec.add_faces(sample, dec(loc[k], softmax_face(conf[k]), im.shape[1], im.shape[0]))
         batch.clear()
 
     for s, im in zip(samples, images):
-        gt = np.array([[o.box.x1, o.box.y1, o.box.x2, o.box.y2] for o in s.objects]).reshape(-1, 4)
-        batch.append((im, gt))
+        batch.append((im, s))
         if len(batch) == 8:
             flush()
     if batch:
@@ -334,10 +331,7 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path, siz
     det = FaceDetector(out_path, threads=os.cpu_count() or 1, threshold=0.05)
     rec = DetectionRecords()
     for s in val:
-        faces = det.detect(cv2.imread(str(s.image)))
-        rec.add(np.array([[o.box.x1, o.box.y1, o.box.x2, o.box.y2] for o in s.objects]),
-                np.array([f.box.as_list(3) for f in faces]).reshape(-1, 4),
-                np.array([f.score for f in faces]))
+        rec.add_faces(s, det.detect(cv2.imread(str(s.image))))
     thr = rec.threshold_for_precision(0.90, ">=40")
     meta["score_threshold"] = round(max(thr, 0.3), 3)
     meta["training"]["val_int8"] = rec.summary(meta["score_threshold"])

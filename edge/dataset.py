@@ -7,6 +7,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from edge.errors import DatasetError
 from edge.types import Box
 
@@ -26,6 +28,16 @@ class Sample:
     height: int
     objects: tuple[Annotation, ...]
     split: str | None = None
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """The annotated boxes as an (N, 4) array of x1, y1, x2, y2 pixels."""
+        return np.array([[o.box.x1, o.box.y1, o.box.x2, o.box.y2] for o in self.objects],
+                        np.float32).reshape(-1, 4)
+
+    @property
+    def labels(self) -> list[str]:
+        return [o.label for o in self.objects]
 
 
 def read_voc(xml_path: Path, image_path: Path) -> Sample:

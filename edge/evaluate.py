@@ -21,6 +21,12 @@ WIDTH_RANGES = {"all": (0, float("inf")), "<40": (0, 40), "40-80": (40, 80),
                 "80-160": (80, 160), ">=160": (160, float("inf")), ">=40": (40, float("inf"))}
 
 
+def face_arrays(faces) -> tuple[np.ndarray, np.ndarray]:
+    """Faces as (boxes (N, 4) x1 y1 x2 y2, scores (N,)) arrays."""
+    boxes = np.array([[f.box.x1, f.box.y1, f.box.x2, f.box.y2] for f in faces], np.float32)
+    return boxes.reshape(-1, 4), np.array([f.score for f in faces], np.float32)
+
+
 @dataclass
 class DetectionRecords:
     """Matches accumulated over images, for one detector."""
@@ -61,6 +67,10 @@ class DetectionRecords:
             self.gt_label.append(None if gt_labels is None else gt_labels[k])
         self.images += 1
         return gt_match
+
+    def add_faces(self, sample, faces) -> np.ndarray:
+        """Add one annotated image (an edge.dataset.Sample) and the faces found in it."""
+        return self.add(sample.boxes, *face_arrays(faces), sample.labels)
 
     def _arrays(self, rng: str):
         lo, hi = WIDTH_RANGES[rng]

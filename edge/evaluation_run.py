@@ -26,9 +26,7 @@ def score_detector(detector, samples, default_threshold: float) -> dict:
         t0 = time.perf_counter()
         faces = detector.detect(image, threshold=LOW_THRESHOLD)
         times.append((time.perf_counter() - t0) * 1000)
-        rec.add(np.array([[o.box.x1, o.box.y1, o.box.x2, o.box.y2] for o in s.objects]),
-                np.array([f.box.as_list(3) for f in faces]).reshape(-1, 4),
-                np.array([f.score for f in faces]), [o.label for o in s.objects])
+        rec.add_faces(s, faces)
     out = rec.summary(default_threshold)
     out["ms_median"] = round(statistics.median(times), 2) if times else None
     out["recall_by_class"] = {}

@@ -18,7 +18,7 @@ import time
 import cv2
 import numpy as np
 
-from edge.evaluate import WIDTH_RANGES, DetectionRecords
+from edge.evaluate import WIDTH_RANGES, DetectionRecords, face_arrays
 from edge.images import read_image
 
 UNMASKED = ("without_mask", "incorrect_mask")
@@ -44,10 +44,8 @@ class PipelineRecords:
 
     def add(self, sample, faces, ms: float):
         self.ms.append(ms)
-        gt = np.array([[o.box.x1, o.box.y1, o.box.x2, o.box.y2] for o in sample.objects])
-        labels = [o.label for o in sample.objects]
-        boxes = np.array([f.box.as_list(3) for f in faces]).reshape(-1, 4)
-        det = np.array([f.score for f in faces])
+        gt, labels = sample.boxes, sample.labels
+        boxes, det = face_arrays(faces)
         for records, classes, pick in ((self.unmasked, UNMASKED, p_unmasked),
                                        (self.masked, MASKED, lambda f: f.probs.get("with_mask", 0))):
             k = [i for i, lab in enumerate(labels) if lab in classes]
