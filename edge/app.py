@@ -32,6 +32,7 @@ class RunStats:
     stage_ms: dict = field(default_factory=lambda: defaultdict(lambda: deque(maxlen=500)))
     started: float = field(default_factory=time.monotonic)
     first_frame_s: float | None = None
+    first_frame_wall: float | None = None
 
     def summary(self, dropped: int = 0) -> dict:
         elapsed = time.monotonic() - self.started
@@ -133,6 +134,7 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
         stats.frames += 1
         if stats.first_frame_s is None:
             stats.first_frame_s = time.monotonic() - stats.started
+            stats.first_frame_wall = time.time()
         if on_frame is not None:
             on_frame(frame, tracked, events)
         if notifier is not None:

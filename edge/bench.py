@@ -39,32 +39,135 @@ def _time(fn, frames, warmup: int = 2) -> dict:
             "p90_ms": round(float(np.percentile(ms, 90)), 2), "calls": len(ms)}
 
 
-def run_bench(args) -> int:
-    from edge.detector import FaceDetector
-    from edge.peers import OpenCVRes10, find_weights_dir
+def _stage_times(det, cls, frames) -> dict:
+    """Median ms of each stage of our loop over ``frames`` (classifier: per face)."""
+    from edge.policy import DoorPolicy
+    from edge.tracker import IoUTracker
+    from edge.types import Frame
+    tracker, policy = IoUTracker(), DoorPolicy("bench")
+    t = {k: [] for k in ("preprocess", "detector", "postprocess", "classifier per face",
+                         "tracker and policy")}
+    for i, img in enumerate(frames):
+        t0 = time.perf_counter()
+        det.preprocess(img)
+        t1 = time.perf_counter()
+        loc, scores = det.raw()
+        t2 = time.perf_counter()
+        faces = det.decoder(loc, scores, img.shape[1], img.shape[0])
+        t3 = time.perf_counter()
+        if faces:
+            faces = cls.classify(img, faces)
+            t["classifier per face"].append((time.perf_counter() - t3) * 1000 / len(faces))
+        t4 = time.perf_counter()
+        policy.update(Frame(img, i, 0.0), tracker.update(faces))
+        t5 = time.perf_counter()
+        t["preprocess"].append((t1 - t0) * 1000)
+        t["detector"].append((t2 - t1) * 1000)
+        t["postprocess"].append((t3 - t2) * 1000)
+        t["tracker and policy"].append((t5 - t4) * 1000)
+    return {k: round(statistics.median(v), 2) for k, v in t.items() if v}
+
+
+def _loop_fps(source: str, threads: int, frames: int) -> dict:
+    """Frames/s of the whole door loop (decode to sinks), in this process."""
+    from edge import config
+    from edge.app import SafeSinks, process_frames
+    from edge.mqtt import StdoutSink
+    from edge.policy import DoorPolicy
+    from edge.runner import build_models
+    from edge.sources import open_source, reader_for
+    from edge.tracker import IoUTracker
+    import io
+    cfg = config.load(None, {"camera.source": source, "detector.threads": threads,
+                             "classifier.threads": threads})
+    det, cls = build_models(cfg)
+    reader = reader_for(open_source(cfg.camera), cfg.camera).start()
+    try:
+        stats = process_frames(reader, det, cls, IoUTracker(), DoorPolicy("bench"),
+                               SafeSinks([StdoutSink(io.StringIO())]), max_frames=frames)
+    finally:
+        reader.stop()
+    return stats.summary()
+
+
+def _run_subprocess(source: str, frames: int) -> dict:
+    """Start-up time and peak memory of a real `maskdoor run` (its own process)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
     from pathlib import Path
+    exe = Path(sys.executable).parent / "maskdoor"
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "run.json"
+        env = {**os.environ, "MASKDOOR_RUN_REPORT": str(report), "STATE_DIRECTORY": tmp}
+        cmd = [str(exe), "run", "--source", source, "--max-frames", str(frames)]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0 or not report.is_file():
+            return {"error": f"`{' '.join(cmd)}` exited {proc.returncode}"}
+        r = json.loads(report.read_text())
+    return {"first_frame_after_start_s": r["first_frame_after_start_s"],
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "fps": r["fps"]}
+
+
+def _peer_fps(frames, detect, classify=None) -> float:
+    t0 = time.perf_counter()
+    for img in frames:
+        faces = detect(img)
+        if classify is not None and faces:
+            classify(img, faces)
+    return round(len(frames) / (time.perf_counter() - t0), 2)
+
+
+def run_bench(args) -> int:
+    import os
+    from pathlib import Path
+
+    from edge.classifier import MaskClassifier
+    from edge.detector import FaceDetector
+    from edge.peers import (AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir)
+    from models import MASK_CLASSIFIER
 
     frames = _frames(args.source, args.frames)
     det = FaceDetector(args.model, threads=args.threads)
+    cls = MaskClassifier(MASK_CLASSIFIER, threads=args.threads)
     rows = {f"maskdoor detector int8 {det.input_hw[1]}x{det.input_hw[0]} ({det.model.runtime})":
             _time(det.detect, frames)}
-    from edge.classifier import MaskClassifier
-    from models import MASK_CLASSIFIER
-    if MASK_CLASSIFIER.is_file():
-        cls = MaskClassifier(MASK_CLASSIFIER, threads=args.threads)
-        faces = [(f, d) for f in frames for d in det.detect(f)[:1]]
-        if faces:
-            rows[f"maskdoor classifier int8 {cls.size}x{cls.size}, per face"] = _time(
-                lambda fd: cls.classify(fd[0], [fd[1]]), faces)
+    faces = [(f, d) for f in frames for d in det.detect(f)[:1]]
+    if faces:
+        rows[f"maskdoor classifier int8 {cls.size}x{cls.size}, per face"] = _time(
+            lambda fd: cls.classify(fd[0], [fd[1]]), faces)
+    report = {"source": args.source, "frames": len(frames), "threads": args.threads,
+              "rows": rows, "stages_ms": _stage_times(det, cls, frames)}
+    all_cores = os.cpu_count() or 1
+    report["loop"] = {"1 thread": _loop_fps(args.source, 1, args.frames),
+                      f"{all_cores} threads": _loop_fps(args.source, all_cores, args.frames)}
+    report["process"] = _run_subprocess(args.source, args.frames)
     weights = args.peers or find_weights_dir(Path.cwd(), Path(__file__).resolve().parent)
+    peers = {}
     if weights is not None and str(weights) != "none":
         try:
             res10 = OpenCVRes10(weights, threads=args.threads)
             rows["opencv res10 float 300x300 (cv2.dnn)"] = _time(res10.detect, frames)
+            try:
+                seed = SeedMaskClassifier()
+                seed.classify(frames[0], res10.detect(frames[0]))  # warm up TensorFlow
+                peers["seed: res10 float + keras 224"] = _peer_fps(frames, res10.detect,
+                                                                   seed.classify)
+            except Exception as exc:
+                print(f"maskdoor bench: seed pipeline row skipped: {exc}")
         except Exception as exc:
-            print(f"maskdoor bench: res10 row skipped: {exc}")
-    report = {"source": args.source, "frames": len(frames), "threads": args.threads,
-              "rows": rows}
+            print(f"maskdoor bench: res10 rows skipped: {exc}")
+        try:
+            aizoo = AizooDetector(weights, threads=args.threads)
+            peers["aizoo ssd float"] = _peer_fps(frames, aizoo.detect)
+        except Exception as exc:
+            print(f"maskdoor bench: AIZOO row skipped: {exc}")
+    ours = report["loop"]["1 thread"]["fps"]
+    report["peers_fps"] = peers
+    report["ratio_vs_peers"] = {k: round(ours / v, 2) for k, v in peers.items() if v}
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
@@ -72,4 +175,18 @@ def run_bench(args) -> int:
     print("stage".ljust(52) + "median ms".rjust(11) + "p90 ms".rjust(9))
     for name, r in rows.items():
         print(name.ljust(52) + f"{r['median_ms']:.2f}".rjust(11) + f"{r['p90_ms']:.2f}".rjust(9))
+    print("our loop by stage, median ms: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in report["stages_ms"].items()))
+    for name, r in report["loop"].items():
+        print(f"whole loop (decode to sinks), {name}: {r['fps']:.1f} frames/s; median ms: " +
+              ", ".join(f"{k} {v:.2f}" for k, v in r["stage_ms"].items()))
+    p = report["process"]
+    if "error" in p:
+        print(f"maskdoor run: {p['error']}")
+    else:
+        print(f"maskdoor run: first frame {p['first_frame_after_start_s']:.2f} s after the process "
+              f"started, peak RSS {p['peak_rss_mb']:.0f} MB")
+    for name, fps in peers.items():
+        print(f"{name}: {fps:.1f} frames/s at 1 thread on the same frames; maskdoor (1 thread) is "
+              f"{report['ratio_vs_peers'][name]:.1f}x")
     return 0
