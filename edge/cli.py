@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--timeout", type=float, default=None, help="exit after N seconds")
     a.set_defaults(func=cmd_alerts)
 
-    b = sub.add_parser("bench", help="time the detector beside OpenCV's res10 on the same frames")
+    b = sub.add_parser("bench", help="latency per stage, frames/s, start-up and memory, beside the peers")
     b.add_argument("--source", default="demo", help="frames to time on (default: the demo clip)")
     b.add_argument("--frames", type=int, default=150, help="how many frames (default: 150)")
     b.add_argument("--json", action="store_true")

@@ -27,6 +27,17 @@ def process_start_time() -> float:
         return time.time()
 
 
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (VmHWM: since its exec, unlike a child's rusage)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def build_models(cfg):
     from edge.classifier import MaskClassifier
     from edge.detector import DEFAULT_MODEL, FaceDetector
@@ -95,7 +106,8 @@ def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None)
             first = (stats.first_frame_wall - process_start_time()
                      if stats.first_frame_wall else None)
             Path(report).write_text(json.dumps({**summary, "first_frame_after_start_s":
-                                                round(first, 3) if first is not None else None}))
+                                                round(first, 3) if first is not None else None,
+                                                "peak_rss_mb": peak_rss_mb()}))
     finally:
         notifier.stopping()
         reader.stop()
