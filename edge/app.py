@@ -34,12 +34,15 @@ class RunStats:
     first_frame_s: float | None = None
     first_frame_wall: float | None = None
 
+    skipped_detections: int = 0
+
     def summary(self, dropped: int = 0) -> dict:
         elapsed = time.monotonic() - self.started
         return {"frames": self.frames, "fps": round(self.frames / elapsed, 2) if elapsed else 0.0,
                 "stage_ms": {k: round(statistics.median(v), 2) for k, v in self.stage_ms.items()
                              if v},
                 "dropped_frames": dropped, "events": len(self.events),
+                "skipped_detections": self.skipped_detections,
                 "uptime_s": round(elapsed, 1), "cpu_temp_c": cpu_temperature()}
 
 
@@ -95,11 +98,15 @@ class SafeSinks:
 def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSinks,
                    max_frames: int | None = None, stop: threading.Event | None = None,
                    notifier=None, stats_interval_s: float = 0.0, snapshot: bool = False,
-                   on_frame=None) -> RunStats:
-    """Run the door until the source ends, ``max_frames`` are done, or ``stop`` is set."""
+                   on_frame=None, gate=None) -> RunStats:
+    """Run the door until the source ends, ``max_frames`` are done, or ``stop`` is set.
+
+    With a ``gate`` (edge.motion.MotionGate), frames where nothing moved reuse the last faces
+    and verdicts instead of running the detector and classifier again."""
     stats = RunStats()
     stop = stop or threading.Event()
     next_stats = time.monotonic() + stats_interval_s if stats_interval_s else None
+    last_faces: list = []
     while not stop.is_set() and (max_frames is None or stats.frames < max_frames):
         t0 = time.perf_counter()
         frame = reader.get(timeout=1.0)
@@ -110,11 +117,16 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
             if notifier is not None and getattr(reader, "outage", False):
                 notifier.watchdog()  # reopening the camera on purpose: alive, not hung
             continue
-        faces = detector.detect(frame.image, lores=frame.lores) if frame.lores is not None \
-            else detector.detect(frame.image)
+        fresh = gate is None or gate.moved(frame.image)
+        if fresh:
+            faces = detector.detect(frame.image, lores=frame.lores) if frame.lores is not None \
+                else detector.detect(frame.image)
+        else:
+            faces = last_faces
         t2 = time.perf_counter()
-        if classifier is not None and faces:
+        if fresh and classifier is not None and faces:
             faces = classifier.classify(frame.image, faces)
+        last_faces = faces
         t3 = time.perf_counter()
         tracked, events = policy.update(frame, tracker.update(faces))
         t4 = time.perf_counter()
@@ -132,6 +144,7 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
         for name, a, b in zip(STAGES, (t0, t1, t2, t3, t4), (t1, t2, t3, t4, t5)):
             stats.stage_ms[name].append((b - a) * 1000)
         stats.frames += 1
+        stats.skipped_detections += not fresh
         if stats.first_frame_s is None:
             stats.first_frame_s = time.monotonic() - stats.started
             stats.first_frame_wall = time.time()

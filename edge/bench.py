@@ -28,7 +28,7 @@ def _frames(source: str, limit: int):
     return frames
 
 
-def _time(fn, frames, warmup: int = 2) -> dict:
+def _time(fn, frames, warmup: int = 10) -> dict:
     for f in frames[:warmup]:
         fn(f)
     ms = []
@@ -69,7 +69,35 @@ def _stage_times(det, cls, frames) -> dict:
     return {k: round(statistics.median(v), 2) for k, v in t.items() if v}
 
 
-def _loop_fps(source: str, threads: int, frames: int) -> dict:
+def _empty_scene_cpu(det, cls, image, fps: float = 15.0, frames: int = 150) -> dict:
+    """Share of one core that a still, empty scene costs at ``fps``, gating on and off."""
+    from edge.app import SafeSinks, process_frames
+    from edge.motion import MotionGate
+    from edge.policy import DoorPolicy
+    from edge.tracker import IoUTracker
+    from edge.types import Frame
+
+    class Still:
+        ended = True
+
+        def __init__(self):
+            self.i = 0
+
+        def get(self, timeout=None):
+            self.i += 1
+            return Frame(image, self.i, 0.0) if self.i <= frames else None
+
+    out = {}
+    for name, gate in (("motion gating on", MotionGate()), ("motion gating off", None)):
+        t0 = time.process_time()
+        process_frames(Still(), det, cls, IoUTracker(), DoorPolicy("bench"), SafeSinks([]),
+                       gate=gate)
+        cpu_per_frame = (time.process_time() - t0) / frames
+        out[name] = round(100 * cpu_per_frame * fps, 1)
+    return out
+
+
+def _loop_fps(source: str, threads: int, frames: int, gate: bool = True) -> dict:
     """Frames/s of the whole door loop (decode to sinks), in this process."""
     from edge import config
     from edge.app import SafeSinks, process_frames
@@ -79,16 +107,20 @@ def _loop_fps(source: str, threads: int, frames: int) -> dict:
     from edge.sources import open_source, reader_for
     from edge.tracker import IoUTracker
     import io
+    from edge.motion import MotionGate
     cfg = config.load(None, {"camera.source": source, "detector.threads": threads,
-                             "classifier.threads": threads})
+                             "classifier.threads": threads, "detector.motion_gate": gate})
     det, cls = build_models(cfg)
     reader = reader_for(open_source(cfg.camera), cfg.camera).start()
     app_log = logging.getLogger("edge.app")
     level = app_log.level
     app_log.setLevel(logging.WARNING)  # the demo's alert is not news in a benchmark
     try:
+        gate_ = MotionGate(cfg.detector.motion_threshold, cfg.detector.force_every) if gate \
+            else None
         stats = process_frames(reader, det, cls, IoUTracker(), DoorPolicy("bench"),
-                               SafeSinks([StdoutSink(io.StringIO())]), max_frames=frames)
+                               SafeSinks([StdoutSink(io.StringIO())]), max_frames=frames,
+                               gate=gate_)
     finally:
         app_log.setLevel(level)
         reader.stop()
@@ -150,7 +182,10 @@ def run_bench(args) -> int:
               "rows": rows, "stages_ms": _stage_times(det, cls, frames)}
     all_cores = os.cpu_count() or 1
     report["loop"] = {"1 thread": _loop_fps(args.source, 1, args.frames),
-                      f"{all_cores} threads": _loop_fps(args.source, all_cores, args.frames)}
+                      f"{all_cores} threads": _loop_fps(args.source, all_cores, args.frames),
+                      "1 thread, no motion gating": _loop_fps(args.source, 1, args.frames,
+                                                              gate=False)}
+    report["empty_scene_15fps_percent_of_one_core"] = _empty_scene_cpu(det, cls, frames[0])
     report["process"] = _run_subprocess(args.source, args.frames)
     weights = args.peers or find_weights_dir(Path.cwd(), Path(__file__).resolve().parent)
     peers = {}
@@ -187,6 +222,8 @@ def run_bench(args) -> int:
     for name, r in report["loop"].items():
         print(f"whole loop (decode to sinks), {name}: {r['fps']:.1f} frames/s; median ms: " +
               ", ".join(f"{k} {v:.2f}" for k, v in r["stage_ms"].items()))
+    print("empty scene at 15 frames/s, share of one core: " + ", ".join(
+        f"{k} {v:.1f}%" for k, v in report["empty_scene_15fps_percent_of_one_core"].items()))
     p = report["process"]
     if "error" in p:
         print(f"maskdoor run: {p['error']}")

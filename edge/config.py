@@ -59,6 +59,11 @@ SCHEMA: dict[str, Section] = {
         "threshold": Field(0.0, float, "face score threshold (0: the model's own, chosen on val)",
                            0.0, 1.0),
         "edgetpu": Field(False, bool, "run on a Coral Edge TPU (needs libedgetpu1-std)"),
+        "motion_gate": Field(True, bool, "skip the detector on frames where nothing moved "
+                             "(the last faces stand)"),
+        "motion_threshold": Field(0.005, float, "fraction of a small grey frame that must change "
+                                  "to count as motion", 0.0, 1.0),
+        "force_every": Field(15, int, "with motion gating, still detect every N frames", 1, 10000),
     }),
     "classifier": Section("The mask classifier.", {
         "model": Field("", str, "path of the .tflite (empty: the shipped mask_classifier.tflite)"),

@@ -19,6 +19,8 @@ def test_bench_json_rows(capsys, shared_weights):
     for loop in report["loop"].values():
         assert loop["frames"] == 12 and loop["fps"] > 0
         assert set(loop["stage_ms"]) == {"capture", "detect", "classify", "track", "sinks"}
+    assert set(report["empty_scene_15fps_percent_of_one_core"]) == {"motion gating on",
+                                                                    "motion gating off"}
     process = report["process"]
     assert process["first_frame_after_start_s"] > 0 and process["peak_rss_mb"] > 10
     assert "aizoo ssd float" in report["peers_fps"]
