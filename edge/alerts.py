@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 
-import paho.mqtt.client as mqtt
 
 from edge.mqtt import make_client
 

@@ -1,7 +1,7 @@
 """``maskdoor bench``: how fast each stage is, on the same frames, beside the peers.
 
 Times are per call at the given thread count, median and 90th percentile over the frames of
-the source (the bundled demo clip by default), after two warm-up calls.
+the source (the bundled demo clip by default), after ten warm-up calls.
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ def _loop_fps(source: str, threads: int, frames: int, gate: bool = True) -> dict
     from edge.sources import open_source, reader_for
     from edge.tracker import IoUTracker
     import io
-    from edge.motion import MotionGate
+
+    from edge.motion import gate_for
     cfg = config.load(None, {"camera.source": source, "detector.threads": threads,
                              "classifier.threads": threads, "detector.motion_gate": gate})
     det, cls = build_models(cfg)
@@ -116,11 +117,9 @@ def _loop_fps(source: str, threads: int, frames: int, gate: bool = True) -> dict
     level = app_log.level
     app_log.setLevel(logging.WARNING)  # the demo's alert is not news in a benchmark
     try:
-        gate_ = MotionGate(cfg.detector.motion_threshold, cfg.detector.force_every) if gate \
-            else None
         stats = process_frames(reader, det, cls, IoUTracker(), DoorPolicy("bench"),
                                SafeSinks([StdoutSink(io.StringIO())]), max_frames=frames,
-                               gate=gate_)
+                               gate=gate_for(cfg.detector))
     finally:
         app_log.setLevel(level)
         reader.stop()

@@ -6,7 +6,6 @@ and the crop margin the model was trained with, so the device cuts faces the sam
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,9 +13,22 @@ import numpy as np
 
 from edge.crops import face_crop
 from edge.errors import ModelError
-from edge.tflite import Model
+from edge.tflite import Model, load_sidecar, sidecar_path
 from edge.types import Face
 from models import MASK_CLASSIFIER as DEFAULT_MODEL
+
+
+def optional_classifier(path: str | Path | None, threads: int = 1,
+                        edgetpu: bool = False) -> "MaskClassifier | None":
+    """The classifier a command was asked for: ``path``; 'none' for none; None for the shipped
+    one when it is installed."""
+    if path is not None and str(path) == "none":
+        return None
+    if path is None:
+        if not DEFAULT_MODEL.is_file():
+            return None
+        path = DEFAULT_MODEL
+    return MaskClassifier(path, threads=threads, edgetpu=edgetpu)
 
 
 class MaskClassifier:
@@ -25,14 +37,7 @@ class MaskClassifier:
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, threads: int = 1,
                  edgetpu: bool = False, runtime: str | None = None):
         self.model = Model(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime)
-        side = Path(model_path).with_suffix(".json")
-        try:
-            meta = json.loads(side.read_text())
-        except FileNotFoundError:
-            raise ModelError(f"{side}: missing; it holds the labels and crop margin of "
-                             f"{Path(model_path).name}. Keep the .json beside the .tflite.") from None
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{side}: not valid JSON ({exc})") from exc
+        meta = load_sidecar(model_path, "the labels and crop margin")
         self.labels = tuple(meta["labels"])
         self.margin = float(meta["crop"]["margin"])
         # A face is flagged (not properly masked) when p(without_mask) + p(incorrect_mask)
@@ -46,7 +51,7 @@ class MaskClassifier:
         out = self.model.outputs[0].shape
         if out[-1] != len(self.labels):
             raise ModelError(f"{model_path}: {out[-1]} outputs but {len(self.labels)} labels in "
-                             f"{side.name}")
+                             f"{sidecar_path(model_path).name}")
 
     def probabilities(self, image: np.ndarray, face: Face) -> np.ndarray:
         """Class probabilities for one face, in ``self.labels`` order."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,23 +33,11 @@ def _detector(args):
                         edgetpu=args.edgetpu)
 
 
-def _classifier(args):
-    """The mask classifier for ``detect``: --classifier, else the shipped one when present."""
-    from edge.classifier import MaskClassifier
-    from models import MASK_CLASSIFIER
-    if args.classifier is not None:
-        if str(args.classifier) == "none":
-            return None
-        return MaskClassifier(args.classifier, threads=args.threads, edgetpu=args.edgetpu)
-    if MASK_CLASSIFIER.is_file():
-        return MaskClassifier(MASK_CLASSIFIER, threads=args.threads, edgetpu=args.edgetpu)
-    return None
-
-
 def cmd_detect(args) -> int:
     from edge.images import annotate, expand_paths, read_image
+    from edge.classifier import optional_classifier
     detector = _detector(args)
-    classifier = _classifier(args)
+    classifier = optional_classifier(args.classifier, args.threads, args.edgetpu)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
     failed = 0

@@ -6,7 +6,6 @@ holds the anchor spec that gives meaning to its output rows, and the default thr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -14,25 +13,10 @@ import numpy as np
 
 from edge import ssd
 from edge.errors import ModelError
-from edge.tflite import Model
+from edge.tflite import Model, load_sidecar, sidecar_path
 from edge.types import Box, Face
 
 from models import FACE_DETECTOR as DEFAULT_MODEL  # noqa: E402
-
-
-def sidecar_path(model_path: str | Path) -> Path:
-    return Path(model_path).with_suffix(".json")
-
-
-def load_sidecar(model_path: str | Path) -> dict:
-    path = sidecar_path(model_path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: missing; it holds the anchor spec of {Path(model_path).name}. "
-                         "Keep the .json beside the .tflite (both come from `python -m convert`).")
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def softmax_face(conf: np.ndarray) -> np.ndarray:
@@ -90,7 +74,7 @@ class FaceDetector:
                  threshold: float | None = None, nms_iou: float | None = None,
                  edgetpu: bool = False, runtime: str | None = None):
         self.model = Model(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime)
-        meta = load_sidecar(model_path)
+        meta = load_sidecar(model_path, "the anchor spec")
         spec = ssd.AnchorSpec.from_dict(meta["anchors"])
         if tuple(spec.input_size) != self.model.input_hw:
             raise ModelError(f"{model_path}: input {self.model.input_hw} does not match the anchor "

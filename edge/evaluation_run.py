@@ -6,7 +6,6 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -80,11 +79,12 @@ def run_eval(args) -> int:
     report = {"dataset": str(args.dataset), "split": args.split, "images": len(samples),
               "iou": 0.5, "detectors": rows}
 
-    classifier = _classifier(args)
+    from edge.classifier import optional_classifier
+    classifier = optional_classifier(args.classifier, args.threads, args.edgetpu)
     if classifier is not None:
         from edge.pipeline_eval import (crop_scores, crop_summary, format_pipeline_table, roc,
                                         run_pipeline, write_roc_png)
-        pipes = {f"maskdoor int8 detector + int8 classifier":
+        pipes = {"maskdoor int8 detector + int8 classifier":
                  run_pipeline(ours.detect, classifier.classify, samples, thr)}
         crops = {"maskdoor int8 classifier": crop_scores(classifier.classify, samples)}
         if use_peers:
@@ -134,16 +134,3 @@ def _optional(make, what: str):
     except (MaskdoorError, OSError) as exc:
         print(f"maskdoor eval: {what} skipped: {exc}", file=sys.stderr)
         return None
-
-
-def _classifier(args):
-    from edge.classifier import MaskClassifier
-    if args.classifier is not None and str(args.classifier) == "none":
-        return None
-    path = args.classifier
-    if path is None:
-        from models import MASK_CLASSIFIER
-        if not MASK_CLASSIFIER.is_file():
-            return None
-        path = MASK_CLASSIFIER
-    return MaskClassifier(path, threads=args.threads, edgetpu=args.edgetpu)

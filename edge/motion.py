@@ -12,6 +12,13 @@ import cv2
 import numpy as np
 
 
+def gate_for(detector_cfg) -> "MotionGate | None":
+    """The gate that ``[detector]`` asks for, or None with motion gating off."""
+    if not detector_cfg.motion_gate:
+        return None
+    return MotionGate(detector_cfg.motion_threshold, detector_cfg.force_every)
+
+
 class MotionGate:
     def __init__(self, threshold: float = 0.005, force_every: int = 15, pixel_delta: int = 15,
                  size: tuple[int, int] = (64, 48)):

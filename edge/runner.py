@@ -69,7 +69,7 @@ def build_sinks(cfg, device_id: str):
 
 
 def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None) -> int:
-    from edge.motion import MotionGate
+    from edge.motion import gate_for
     from edge.mqtt import default_device_id
     from edge.policy import DoorPolicy
     from edge.sources import open_source, reader_for
@@ -95,12 +95,10 @@ def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None)
         log.info("watching %s as %s (detector %s, %s)", source.name, device_id,
                  detector.model.path.name, detector.model.runtime)
         notifier.ready(f"watching {source.name}")
-        gate = (MotionGate(cfg.detector.motion_threshold, cfg.detector.force_every)
-                if cfg.detector.motion_gate else None)
         stats = process_frames(reader, detector, classifier, tracker, policy, sinks,
                                max_frames=max_frames, stop=stop, notifier=notifier,
                                stats_interval_s=cfg.mqtt.stats_interval_s,
-                               snapshot=cfg.mqtt.snapshot, gate=gate)
+                               snapshot=cfg.mqtt.snapshot, gate=gate_for(cfg.detector))
         summary = stats.summary(getattr(reader, "dropped", 0))
         log.info("stopped after %d frames (%.1f fps), %d alert(s), %d dropped frame(s)",
                  summary["frames"], summary["fps"], summary["events"], summary["dropped_frames"])

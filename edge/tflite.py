@@ -8,6 +8,7 @@ so the caller hands it float-free uint8 pixels and gets dequantised float arrays
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,24 @@ class TensorInfo:
     @property
     def quantized(self) -> bool:
         return self.scale != 0.0
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """The JSON beside a model (same stem) with what the device needs to use it."""
+    return Path(model_path).with_suffix(".json")
+
+
+def load_sidecar(model_path: str | Path, holds: str = "the settings") -> dict:
+    """Read a model's JSON sidecar; ``holds`` says what it holds, for the error message."""
+    path = sidecar_path(model_path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: missing; it holds {holds} of {Path(model_path).name}. "
+                         "Keep the .json beside the .tflite (both come from `python -m convert`)."
+                         ) from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def _interpreter_module(prefer: str | None = None):

@@ -1,16 +1,13 @@
 """The whole appliance on the bundled demo clip: real int8 models, a real broker, mock pins."""
 
 import json
-import logging
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-import pytest
 
 from conftest import Subscriber, on_periods
 from edge import config
