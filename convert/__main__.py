@@ -11,6 +11,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
 
+def input_size(text: str) -> tuple[int, int]:
+    """'448' -> (448, 448); '320x240' (width x height) -> (240, 320) as (height, width)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or WxH in pixels, each >= 64")
+    return parts[1], parts[0]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m convert", description=__doc__)
     ap.add_argument("--data", type=Path, default=SHARED / "data",
@@ -31,8 +44,18 @@ def main(argv=None) -> int:
     e = sub.add_parser("detector-export", help="quantise the selected detector to int8 TFLite")
     e.add_argument("--run", type=Path, default=ROOT / "runs" / "detector")
     e.add_argument("--out", type=Path, default=ROOT / "models" / "face_detector.tflite")
-    e.add_argument("--size", type=int, default=448, help="square input size of the exported model")
+    e.add_argument("--size", type=input_size, default=(448, 448), metavar="N|WxH",
+                   help="input size of the exported model: N for N x N, or W x H, e.g. 320x240 "
+                   "(default: 448)")
     e.add_argument("--calibration", type=int, default=300, help="train images for calibration")
+    e.add_argument("--tune-for", choices=(">=40", "door"), default=">=40",
+                   help="faces whose val precision (0.90) sets the threshold: >= 40 px wide, or "
+                   "door: >= 10%% of the image width (default: >=40)")
+
+    h = sub.add_parser("detector-threshold",
+                       help="choose an exported detector's threshold on val again (sidecar only)")
+    h.add_argument("model", type=Path, help="the .tflite whose .json gets the threshold")
+    h.add_argument("--tune-for", choices=(">=40", "door"), default=">=40")
 
     c = sub.add_parser("classifier-train", help="train MobileNetV2 mask classifiers, select on val")
     c.add_argument("--out", type=Path, default=ROOT / "runs" / "classifier")
@@ -56,7 +79,11 @@ def main(argv=None) -> int:
               eval_size=args.eval_size)
     elif args.cmd == "detector-export":
         from convert.detector import export
-        export(args.run, args.weights, args.data / "detect", args.out, args.size, args.calibration)
+        export(args.run, args.weights, args.data / "detect", args.out, args.size, args.calibration,
+               args.tune_for)
+    elif args.cmd == "detector-threshold":
+        from convert.detector import choose_threshold
+        choose_threshold(args.model, args.data / "detect", args.tune_for)
     elif args.cmd == "classifier-train":
         from convert.classifier import train as train_classifier
         cache = args.out / "crops.npz"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -27,6 +28,7 @@ from edge import ssd  # noqa: E402
 from edge.dataset import load_voc_dataset  # noqa: E402
 from edge.detector import SSDDecoder, softmax_face  # noqa: E402
 from edge.evaluate import DetectionRecords  # noqa: E402
+from edge.tflite import load_sidecar, sidecar_path  # noqa: E402
 
 log = logging.getLogger("convert.detector")
 
@@ -298,20 +300,20 @@ def calibration_images(data_dir: Path, hw, count: int, seed: int = 0):
     return [cv2.resize(cv2.imread(str(samples[i].image)), (w, h)) for i in sorted(pick)]
 
 
-def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path, size: int,
-           calibration: int = 300) -> dict:
-    """Quantise the run's selected weights to int8 at input ``size`` x ``size``, pick the
-    operating threshold on val with the int8 model itself, and write ``out_path`` plus its JSON
-    sidecar. Returns the sidecar."""
+def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
+           size: int | tuple[int, int], calibration: int = 300, tune_for: str = ">=40") -> dict:
+    """Quantise the run's selected weights to int8 at input ``size`` (N, or (height, width)),
+    pick the operating threshold on val with the int8 model itself (:func:`choose_threshold`)
+    and write ``out_path`` plus its JSON sidecar. Returns the sidecar."""
     from convert.quantize import to_float_tflite, to_int8_tflite
-    from edge.detector import FaceDetector
 
-    model, spec = build(weights_dir, (size, size))
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    model, spec = build(weights_dir, hw)
     model.load_weights(run_dir / "best.weights.h5")
     calib = calibration_images(data_dir, spec.input_size, calibration)
-    to_int8_tflite(model, lambda: iter(calib), out_path)
+    to_int8_tflite(model, lambda: iter(calib), out_path, batch_of_one=True)
     float_path = run_dir / f"{out_path.stem}_float.tflite"
-    to_float_tflite(model, float_path)
+    to_float_tflite(model, float_path, batch_of_one=True)
     selected = json.loads((run_dir / "best.json").read_text())
     meta = {
         "format": "maskdoor-ssd/1",
@@ -326,17 +328,38 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path, siz
     }
     for path in (out_path, float_path):
         path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-    # The operating threshold is chosen on val through the device's own loader and int8 model.
+    choose_threshold(out_path, data_dir, tune_for, also=(float_path,))
+    meta = load_sidecar(out_path)
+    log.info("exported %s (%.1f MB), threshold %.4f, val: %s", out_path,
+             out_path.stat().st_size / 1e6, meta["score_threshold"], meta["training"]["val_int8"])
+    return meta
+
+
+TUNE_RANGES = {">=40": "faces >= 40 px wide", "door": "faces >= 10% of the image width"}
+
+
+def choose_threshold(model_path: Path, data_dir: Path, tune_for: str = ">=40", also=(),
+                     precision: float = 0.90) -> float:
+    """Pick the operating threshold of an exported detector on val, through the device's own
+    loader: the most recall at ``precision`` on the faces of ``tune_for`` (">=40" or "door").
+    Writes it, the rule and the val figures into the sidecar of ``model_path`` (and of the
+    models in ``also``)."""
+    from edge.detector import FaceDetector
+    if tune_for not in TUNE_RANGES:
+        raise ValueError(f"tune_for={tune_for!r}: expected one of {', '.join(TUNE_RANGES)}")
     val = load_voc_dataset(data_dir, "val")
-    det = FaceDetector(out_path, threads=os.cpu_count() or 1, threshold=0.05)
+    det = FaceDetector(model_path, threads=os.cpu_count() or 1, threshold=0.05)
     rec = DetectionRecords()
     for s in val:
         rec.add_faces(s, det.detect(cv2.imread(str(s.image))))
-    thr = rec.threshold_for_precision(0.90, ">=40")
-    meta["score_threshold"] = round(max(thr, 0.3), 3)
-    meta["training"]["val_int8"] = rec.summary(meta["score_threshold"])
-    for path in (out_path, float_path):
-        path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-    log.info("exported %s (%.1f MB), threshold %.3f, val: %s", out_path,
-             out_path.stat().st_size / 1e6, meta["score_threshold"], meta["training"]["val_int8"])
-    return meta
+    # floor, not round: the threshold must keep the whole group of equal scores at the cut
+    thr = max(math.floor(rec.threshold_for_precision(precision, tune_for) * 1e6) / 1e6, 0.3)
+    for path in (model_path, *also):
+        meta = load_sidecar(path)
+        meta["score_threshold"] = thr
+        meta.setdefault("training", {})["threshold_rule"] = (
+            f"most recall at precision >= {precision:.2f} on val {TUNE_RANGES[tune_for]}")
+        meta["training"]["val_int8"] = rec.summary(thr)
+        sidecar_path(path).write_text(json.dumps(meta, indent=1))
+    log.info("%s: threshold %.4f (%s)", model_path, thr, TUNE_RANGES[tune_for])
+    return thr

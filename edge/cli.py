@@ -17,10 +17,11 @@ from edge.errors import ImageError, MaskdoorError
 log = logging.getLogger("maskdoor")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from edge.detector import DEFAULT_MODEL
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL,
-                   help=f"face detector .tflite (default: {DEFAULT_MODEL})")
+def _add_model_args(p: argparse.ArgumentParser, default: str = "full") -> None:
+    from models import detector_path
+    p.add_argument("--model", type=detector_path, default=detector_path(default),
+                   help="face detector: 'full' (shipped 448x448), 'door' (shipped 256x256) or a "
+                   f".tflite path (default: {default})")
     p.add_argument("--threads", type=int, default=1, help="interpreter CPU threads (default: 1)")
     p.add_argument("--threshold", type=float, default=None,
                    help="face score threshold (default: the model's, chosen on val)")
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--peers", type=Path, default=None,
                    help="folder with res10's Caffe files (default: ../shared/weights if found)")
-    _add_model_args(b)
+    _add_model_args(b, default="door")
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("config", help="print the default config, or check a config file")

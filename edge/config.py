@@ -54,7 +54,9 @@ SCHEMA: dict[str, Section] = {
                               0.1, 3600),
     }),
     "detector": Section("The SSD face detector.", {
-        "model": Field("", str, "path of the .tflite (empty: the shipped face_detector.tflite)"),
+        "model": Field("door", str, "'door': the shipped 256x256 detector, for faces close to the "
+                       "door (fastest); 'full': the shipped 448x448 one, which also finds small "
+                       "faces far away; or the path of a .tflite"),
         "threads": Field(1, int, "interpreter CPU threads", 1, 64),
         "threshold": Field(0.0, float, "face score threshold (0: the model's own, chosen on val)",
                            0.0, 1.0),
@@ -64,6 +66,8 @@ SCHEMA: dict[str, Section] = {
         "motion_threshold": Field(0.005, float, "fraction of a small grey frame that must change "
                                   "to count as motion", 0.0, 1.0),
         "force_every": Field(15, int, "with motion gating, still detect every N frames", 1, 10000),
+        "every": Field(1, int, "run the detector and classifier on every N-th frame only; on "
+                       "the frames between, the tracker moves the faces at their speed", 1, 30),
     }),
     "classifier": Section("The mask classifier.", {
         "model": Field("", str, "path of the .tflite (empty: the shipped mask_classifier.tflite)"),

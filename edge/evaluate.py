@@ -19,6 +19,10 @@ from edge.ssd import iou_matrix
 
 WIDTH_RANGES = {"all": (0, float("inf")), "<40": (0, 40), "40-80": (40, 80),
                 "80-160": (80, 160), ">=160": (160, float("inf")), ">=40": (40, float("inf"))}
+# Faces close enough for the door to warn: at least this fraction of the image width (the
+# policy's default min_face_width_frac). Ranged by fraction, not pixels, under the same rule.
+DOOR_FRACTION = 0.10
+FRACTION_RANGES = {"door": (DOOR_FRACTION, float("inf"))}
 
 
 def face_arrays(faces) -> tuple[np.ndarray, np.ndarray]:
@@ -38,11 +42,14 @@ class DetectionRecords:
     gt_width: list = field(default_factory=list)
     gt_best_score: list = field(default_factory=list)  # score of the detection that found it
     gt_label: list = field(default_factory=list)
+    image_width: list = field(default_factory=list)  # per face, to range faces by fraction
+    det_image_width: list = field(default_factory=list)
     images: int = 0
 
     def add(self, gt_boxes: np.ndarray, det_boxes: np.ndarray, det_scores: np.ndarray,
-            gt_labels=None) -> np.ndarray:
-        """Add one image; returns for each gt the index of its matched detection or -1."""
+            gt_labels=None, image_width: float = float("nan")) -> np.ndarray:
+        """Add one image; returns for each gt the index of its matched detection or -1.
+        ``image_width`` (pixels) lets faces be ranged by their fraction of it ("door")."""
         gt_boxes = np.asarray(gt_boxes, np.float32).reshape(-1, 4)
         det_boxes = np.asarray(det_boxes, np.float32).reshape(-1, 4)
         det_scores = np.asarray(det_scores, np.float32).reshape(-1)
@@ -61,24 +68,32 @@ class DetectionRecords:
             self.det_score.append(float(det_scores[d]))
             self.det_width.append(float(det_boxes[d, 2] - det_boxes[d, 0]))
             self.det_gt_width.append(float(gw[j]) if j >= 0 else float("nan"))
+            self.det_image_width.append(float(image_width))
         for k in range(len(gt_boxes)):
             self.gt_width.append(float(gw[k]))
             self.gt_best_score.append(float(det_scores[gt_match[k]]) if gt_match[k] >= 0 else -1.0)
             self.gt_label.append(None if gt_labels is None else gt_labels[k])
+            self.image_width.append(float(image_width))
         self.images += 1
         return gt_match
 
     def add_faces(self, sample, faces) -> np.ndarray:
         """Add one annotated image (an edge.dataset.Sample) and the faces found in it."""
-        return self.add(sample.boxes, *face_arrays(faces), sample.labels)
+        return self.add(sample.boxes, *face_arrays(faces), sample.labels, sample.width)
 
     def _arrays(self, rng: str):
-        lo, hi = WIDTH_RANGES[rng]
         gw = np.asarray(self.gt_width)
-        in_gt = (gw >= lo) & (gw < hi)
-        s = np.asarray(self.det_score)
         dw = np.asarray(self.det_width)
         mg = np.asarray(self.det_gt_width)
+        if rng in FRACTION_RANGES:
+            lo, hi = FRACTION_RANGES[rng]
+            gw = gw / np.asarray(self.image_width)
+            dw = dw / np.asarray(self.det_image_width)
+            mg = mg / np.asarray(self.det_image_width)
+        else:
+            lo, hi = WIDTH_RANGES[rng]
+        in_gt = (gw >= lo) & (gw < hi)
+        s = np.asarray(self.det_score)
         matched = ~np.isnan(mg)
         tp = matched & (mg >= lo) & (mg < hi)
         fp = ~matched & (dw >= lo) & (dw < hi)
@@ -116,26 +131,30 @@ class DetectionRecords:
         return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
     def threshold_for_precision(self, target: float, rng: str = "all") -> float:
-        """Lowest score threshold whose precision in ``rng`` is at least ``target``."""
+        """The threshold with the most recall whose precision in ``rng`` is at least ``target``.
+
+        Only cuts between different scores count: int8 models give many equal scores, and a
+        threshold keeps all of them or none."""
         _, s, tp, fp = self._arrays(rng)
         order = np.argsort(-s, kind="stable")
         tp_c, fp_c = np.cumsum(tp[order]), np.cumsum(fp[order])
         prec = tp_c / np.maximum(tp_c + fp_c, 1)
-        ok = np.flatnonzero(prec >= target)
+        ranked = s[order]
+        cut = np.append(ranked[1:] != ranked[:-1], True)  # last of each group of equal scores
+        ok = np.flatnonzero((prec >= target) & cut)
         if not ok.size:
             return 1.0
-        # The lowest threshold such that precision at every higher threshold's cut stays valid
-        # is not required; report the cut with the most recall that meets the target.
-        return float(s[order][ok[-1]])
+        return float(ranked[ok[-1]])
 
     def summary(self, threshold: float) -> dict:
         out = {"threshold": threshold, "images": self.images, "faces": self.count("all"),
                "recall": {}, "faces_by_width": {}}
-        for rng in WIDTH_RANGES:
+        for rng in (*WIDTH_RANGES, *FRACTION_RANGES):
             out["recall"][rng] = round(self.recall(threshold, rng), 4)
             out["faces_by_width"][rng] = self.count(rng)
         out["precision"] = round(self.precision(threshold, "all"), 4)
         out["precision_>=40"] = round(self.precision(threshold, ">=40"), 4)
+        out["precision_door"] = round(self.precision(threshold, "door"), 4)
         out["ap"] = round(self.average_precision("all"), 4)
         out["ap_>=40"] = round(self.average_precision(">=40"), 4)
         return out

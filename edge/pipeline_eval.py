@@ -18,14 +18,14 @@ import time
 import cv2
 import numpy as np
 
-from edge.evaluate import WIDTH_RANGES, DetectionRecords, face_arrays
+from edge.evaluate import FRACTION_RANGES, WIDTH_RANGES, DetectionRecords, face_arrays
 from edge.images import read_image
 
 UNMASKED = ("without_mask", "incorrect_mask")
 MASKED = ("with_mask",)
 CLASSES = ("with_mask", "without_mask", "incorrect_mask")
 CLASSIFY_MIN_SCORE = 0.2  # detections below this are not classified (AP is cut there)
-BUCKETS = ("<40", "40-80", "80-160", ">=160", ">=40")
+BUCKETS = ("<40", "40-80", "80-160", ">=160", ">=40", "door")  # door: >= 10% of image width
 
 
 def p_unmasked(face) -> float:
@@ -39,7 +39,7 @@ class PipelineRecords:
         self.threshold = threshold
         self.unmasked = DetectionRecords()
         self.masked = DetectionRecords()
-        self.rows = []  # per annotated face: (width, gt label, predicted label or None)
+        self.rows = []  # per annotated face: (width, width / image width, gt label, verdict)
         self.ms = []
 
     def add(self, sample, faces, ms: float):
@@ -50,26 +50,30 @@ class PipelineRecords:
                                        (self.masked, MASKED, lambda f: f.probs.get("with_mask", 0))):
             k = [i for i, lab in enumerate(labels) if lab in classes]
             scores = np.array([f.score * pick(f) if f.label else 0.0 for f in faces])
-            records.add(gt[k] if k else np.zeros((0, 4)), boxes, scores)
+            records.add(gt[k] if k else np.zeros((0, 4)), boxes, scores,
+                        image_width=sample.width)
         # verdicts at the operating threshold: one detection per face, greedy by score
         kept = det >= self.threshold
         match = DetectionRecords().add(gt, boxes[kept], det[kept])
         kept_faces = [f for f, keep in zip(faces, kept) if keep]
         for j, lab in enumerate(labels):
             w = gt[j, 2] - gt[j, 0]
-            self.rows.append((w, lab, kept_faces[match[j]].label if match[j] >= 0 else None))
+            self.rows.append((w, w / sample.width, lab,
+                              kept_faces[match[j]].label if match[j] >= 0 else None))
 
     def summary(self) -> dict:
         out = {"threshold": self.threshold,
                "ms_median": round(float(np.median(self.ms)), 2) if self.ms else None}
         w = np.array([r[0] for r in self.rows])
-        gt = np.array([r[1] for r in self.rows], dtype=object)
-        pred = np.array([r[2] for r in self.rows], dtype=object)
+        frac = np.array([r[1] for r in self.rows])
+        gt = np.array([r[2] for r in self.rows], dtype=object)
+        pred = np.array([r[3] for r in self.rows], dtype=object)
         flagged = np.isin(pred, UNMASKED)
         found = pred != None  # noqa: E711  (object array comparison)
         for rng in BUCKETS:
-            lo, hi = WIDTH_RANGES[rng]
-            m = (w >= lo) & (w < hi)
+            lo, hi = FRACTION_RANGES[rng] if rng in FRACTION_RANGES else WIDTH_RANGES[rng]
+            x = frac if rng in FRACTION_RANGES else w
+            m = (x >= lo) & (x < hi)
             um, mk = m & np.isin(gt, UNMASKED), m & (gt == "with_mask")
             out[rng] = {
                 "unmasked_faces": int(um.sum()), "masked_faces": int(mk.sum()),
@@ -87,6 +91,7 @@ class PipelineRecords:
                                                          inc_pred.sum())
         out["ap_unmasked_>=40"] = round(self.unmasked.average_precision(">=40"), 4)
         out["ap_masked_>=40"] = round(self.masked.average_precision(">=40"), 4)
+        out["ap_unmasked_door"] = round(self.unmasked.average_precision("door"), 4)
         out["ap_unmasked"] = round(self.unmasked.average_precision("all"), 4)
         out["ap_masked"] = round(self.masked.average_precision("all"), 4)
         return out
@@ -172,13 +177,15 @@ def write_roc_png(curves: dict, path, size: int = 560) -> None:
 
 
 def format_pipeline_table(rows: dict) -> str:
-    cols = ["unm.rec", "mask.FA", "AP unm", "AP mask", "inc.rec", "inc.prec", "det.rec", "ms"]
+    cols = ["unm.rec", "mask.FA", "AP unm", "AP mask", "inc.rec", "inc.prec", "det.rec",
+            "door.unm", "door.FA", "ms"]
     lines = ["pipeline (faces >= 40 px)".ljust(40) + "".join(c.rjust(9) for c in cols)]
     for name, r in rows.items():
-        b = r[">=40"]
+        b, d = r[">=40"], r["door"]
         vals = [b["unmasked_recall"], b["masked_false_alarm"], r["ap_unmasked_>=40"],
                 r["ap_masked_>=40"], b["incorrect_mask_recall"], b["incorrect_mask_precision"],
-                b["detector_recall"], r["ms_median"]]
+                b["detector_recall"], d["unmasked_recall"], d["masked_false_alarm"],
+                r["ms_median"]]
         lines.append(name.ljust(40) + "".join(
             ("-" if v is None or (isinstance(v, float) and math.isnan(v)) else
              f"{v:.3f}" if isinstance(v, float) else str(v)).rjust(9) for v in vals))

@@ -38,12 +38,21 @@ def peak_rss_mb() -> float | None:
     return None
 
 
+SMALLEST_FACE_PX = 24  # at the detector's input; smaller faces are often missed
+
+
 def build_models(cfg):
     from edge.classifier import MaskClassifier
-    from edge.detector import DEFAULT_MODEL, FaceDetector
-    from models import MASK_CLASSIFIER
-    det = FaceDetector(cfg.detector.model or DEFAULT_MODEL, threads=cfg.detector.threads,
+    from edge.detector import FaceDetector
+    from models import MASK_CLASSIFIER, detector_path
+    det = FaceDetector(detector_path(cfg.detector.model or "door"), threads=cfg.detector.threads,
                        threshold=cfg.detector.threshold or None, edgetpu=cfg.detector.edgetpu)
+    close_px = cfg.policy.min_face_width_frac * det.input_hw[1]
+    if close_px < SMALLEST_FACE_PX:
+        log.warning("a face at policy.min_face_width_frac = %g is only %.0f px wide at the "
+                    "detector's %dx%d input, too small to find reliably: set detector.model = "
+                    "'full' or raise min_face_width_frac", cfg.policy.min_face_width_frac,
+                    close_px, det.input_hw[1], det.input_hw[0])
     cls = MaskClassifier(cfg.classifier.model or MASK_CLASSIFIER, threads=cfg.classifier.threads,
                          edgetpu=cfg.classifier.edgetpu)
     return det, cls
@@ -98,7 +107,8 @@ def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None)
         stats = process_frames(reader, detector, classifier, tracker, policy, sinks,
                                max_frames=max_frames, stop=stop, notifier=notifier,
                                stats_interval_s=cfg.mqtt.stats_interval_s,
-                               snapshot=cfg.mqtt.snapshot, gate=gate_for(cfg.detector))
+                               snapshot=cfg.mqtt.snapshot, gate=gate_for(cfg.detector),
+                               detect_every=cfg.detector.every)
         summary = stats.summary(getattr(reader, "dropped", 0))
         log.info("stopped after %d frames (%.1f fps), %d alert(s), %d dropped frame(s)",
                  summary["frames"], summary["fps"], summary["events"], summary["dropped_frames"])

@@ -3,5 +3,12 @@
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parent
-FACE_DETECTOR = MODELS_DIR / "face_detector.tflite"
+FACE_DETECTOR = MODELS_DIR / "face_detector.tflite"            # 448x448: faces near and far
+FACE_DETECTOR_DOOR = MODELS_DIR / "face_detector_door.tflite"  # 256x256: faces close to the door
 MASK_CLASSIFIER = MODELS_DIR / "mask_classifier.tflite"
+DETECTORS = {"full": FACE_DETECTOR, "door": FACE_DETECTOR_DOOR}
+
+
+def detector_path(name: str | Path) -> Path:
+    """'door' or 'full' -> the shipped detector of that name; anything else is a path."""
+    return DETECTORS.get(str(name), Path(name))

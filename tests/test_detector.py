@@ -10,7 +10,7 @@ from conftest import FIXTURES, FIXTURE_IMAGES
 from edge.dataset import load_voc_dataset
 from edge.detector import FaceDetector, load_sidecar
 from edge.errors import ModelError
-from models import FACE_DETECTOR
+from models import FACE_DETECTOR, FACE_DETECTOR_DOOR, detector_path
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +79,29 @@ def test_a_camera_lores_stream_gives_the_same_faces_in_main_pixels(detector):
     a = detector.detect(image)
     b = detector.detect(image, lores=lores)
     assert [f.box.as_list() for f in a] == [f.box.as_list() for f in b]
+
+
+@pytest.fixture(scope="module")
+def door_detector():
+    return FaceDetector(detector_path("door"), threads=1)
+
+
+def test_door_detector_is_the_appliance_default_and_tuned_for_close_faces(door_detector):
+    from edge import config
+    assert detector_path(config.load(None).detector.model) == FACE_DETECTOR_DOOR
+    assert detector_path("full") == FACE_DETECTOR
+    assert door_detector.input_hw == (256, 256)
+    meta = load_sidecar(FACE_DETECTOR_DOOR)
+    assert "10% of the image width" in meta["training"]["threshold_rule"]
+    assert meta["training"]["val_int8"]["precision_door"] >= 0.90
+
+
+@pytest.mark.parametrize("sample", load_voc_dataset(FIXTURES / "andrewmvd"),
+                         ids=lambda s: s.image.name)
+def test_door_detector_finds_every_face_close_to_the_door(door_detector, sample):
+    faces = door_detector.detect(cv2.imread(str(sample.image)))
+    for obj in sample.objects:
+        if obj.box.width < 0.10 * sample.width:
+            continue
+        best = max((f.box.iou(obj.box) for f in faces), default=0.0)
+        assert best >= 0.5, f"{obj.label} face {obj.box} missed (best IoU {best:.2f})"

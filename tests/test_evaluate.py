@@ -50,3 +50,17 @@ def test_threshold_for_precision_finds_the_cut():
     r.add(gt, dets, np.array([0.9, 0.8, 0.7]))
     assert r.threshold_for_precision(1.0) == pytest.approx(0.9)
     assert r.threshold_for_precision(0.6) == pytest.approx(0.7)
+
+
+def test_threshold_for_precision_keeps_groups_of_equal_scores_whole():
+    """int8 detectors give many equal scores; a cut inside such a group is not a threshold."""
+    r = DetectionRecords()
+    gt = np.array([[0, 0, 50, 50], [100, 0, 150, 50], [200, 0, 250, 50]])
+    dets = np.array([[0, 0, 50, 50], [100, 0, 150, 50], [400, 0, 450, 50], [200, 0, 250, 50]])
+    r.add(gt, dets, np.array([0.9, 0.8, 0.8, 0.7]))
+    # ranked: tp 0.9, tp 0.8, fp 0.8, tp 0.7 -> the cut after the first 0.8 (precision 1.0) is
+    # not a threshold; 0.8 keeps both and gives 2/3
+    t = r.threshold_for_precision(0.9)
+    assert t == pytest.approx(0.9)
+    assert r.precision(t) >= 0.9
+    assert r.threshold_for_precision(0.75) == pytest.approx(0.7)
