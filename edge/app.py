@@ -98,15 +98,15 @@ class SafeSinks:
 def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSinks,
                    max_frames: int | None = None, stop: threading.Event | None = None,
                    notifier=None, stats_interval_s: float = 0.0, snapshot: bool = False,
-                   on_frame=None, gate=None) -> RunStats:
+                   on_frame=None, gate=None, detect_every: int = 1) -> RunStats:
     """Run the door until the source ends, ``max_frames`` are done, or ``stop`` is set.
 
-    With a ``gate`` (edge.motion.MotionGate), frames where nothing moved reuse the last faces
-    and verdicts instead of running the detector and classifier again."""
+    The detector and classifier run on every ``detect_every``-th frame; on the frames between,
+    the tracker carries the faces on at their measured speed. With a ``gate``
+    (edge.motion.MotionGate), frames where nothing moved keep the last faces where they are."""
     stats = RunStats()
     stop = stop or threading.Event()
     next_stats = time.monotonic() + stats_interval_s if stats_interval_s else None
-    last_faces: list = []
     while not stop.is_set() and (max_frames is None or stats.frames < max_frames):
         t0 = time.perf_counter()
         frame = reader.get(timeout=1.0)
@@ -117,18 +117,18 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
             if notifier is not None and getattr(reader, "outage", False):
                 notifier.watchdog()  # reopening the camera on purpose: alive, not hung
             continue
-        fresh = gate is None or gate.moved(frame.image)
+        due = stats.frames % detect_every == 0
+        fresh = due and (gate is None or gate.moved(frame.image))
+        faces = []
         if fresh:
             faces = detector.detect(frame.image, lores=frame.lores) if frame.lores is not None \
                 else detector.detect(frame.image)
-        else:
-            faces = last_faces
         t2 = time.perf_counter()
         if fresh and classifier is not None and faces:
             faces = classifier.classify(frame.image, faces)
-        last_faces = faces
         t3 = time.perf_counter()
-        tracked, events = policy.update(frame, tracker.update(faces))
+        tracks = tracker.update(faces) if fresh else tracker.coast(move=not due)
+        tracked, events = policy.update(frame, tracks)
         t4 = time.perf_counter()
         for ev in events:
             jpeg = None

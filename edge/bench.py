@@ -97,7 +97,8 @@ def _empty_scene_cpu(det, cls, image, fps: float = 15.0, frames: int = 150) -> d
     return out
 
 
-def _loop_fps(source: str, threads: int, frames: int, gate: bool = True) -> dict:
+def _loop_fps(source: str, model: str, threads: int, frames: int, gate: bool = True,
+              every: int = 1) -> dict:
     """Frames/s of the whole door loop (decode to sinks), in this process."""
     from edge import config
     from edge.app import SafeSinks, process_frames
@@ -109,8 +110,10 @@ def _loop_fps(source: str, threads: int, frames: int, gate: bool = True) -> dict
     import io
 
     from edge.motion import gate_for
-    cfg = config.load(None, {"camera.source": source, "detector.threads": threads,
-                             "classifier.threads": threads, "detector.motion_gate": gate})
+    cfg = config.load(None, {"camera.source": source, "detector.model": model,
+                             "detector.threads": threads,
+                             "classifier.threads": threads, "detector.motion_gate": gate,
+                             "detector.every": every})
     det, cls = build_models(cfg)
     reader = reader_for(open_source(cfg.camera), cfg.camera).start()
     app_log = logging.getLogger("edge.app")
@@ -119,14 +122,14 @@ def _loop_fps(source: str, threads: int, frames: int, gate: bool = True) -> dict
     try:
         stats = process_frames(reader, det, cls, IoUTracker(), DoorPolicy("bench"),
                                SafeSinks([StdoutSink(io.StringIO())]), max_frames=frames,
-                               gate=gate_for(cfg.detector))
+                               gate=gate_for(cfg.detector), detect_every=every)
     finally:
         app_log.setLevel(level)
         reader.stop()
     return stats.summary()
 
 
-def _run_subprocess(source: str, frames: int) -> dict:
+def _run_subprocess(source: str, model: str, frames: int) -> dict:
     """Start-up time and peak memory of a real `maskdoor run` (its own process)."""
     import os
     import subprocess
@@ -136,8 +139,11 @@ def _run_subprocess(source: str, frames: int) -> dict:
     exe = Path(sys.executable).parent / "maskdoor"
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "run.json"
+        cfg = Path(tmp) / "config.toml"
+        cfg.write_text(f"[detector]\nmodel = {json.dumps(model)}\n")
         env = {**os.environ, "MASKDOOR_RUN_REPORT": str(report), "STATE_DIRECTORY": tmp}
-        cmd = [str(exe), "run", "--source", source, "--max-frames", str(frames)]
+        cmd = [str(exe), "run", "--config", str(cfg), "--source", source,
+               "--max-frames", str(frames)]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -159,6 +165,17 @@ def _peer_fps(frames, detect, classify=None) -> float:
     return round(len(frames) / (time.perf_counter() - t0), 2)
 
 
+def _estimates(det, cls) -> dict:
+    """MACs of each model and estimated ms on devices that are not here (edge.opcount)."""
+    from edge.opcount import estimates, op_counts
+    out = {}
+    for name, path in (("detector", det.model.path), ("classifier per face", cls.model.path)):
+        macs, _ = op_counts(path)
+        out[name] = {"model": path.name, "mmacs": round(macs / 1e6, 1),
+                     "estimated_ms": estimates(macs)}
+    return out
+
+
 def run_bench(args) -> int:
     import os
     from pathlib import Path
@@ -177,15 +194,28 @@ def run_bench(args) -> int:
     if faces:
         rows[f"maskdoor classifier int8 {cls.size}x{cls.size}, per face"] = _time(
             lambda fd: cls.classify(fd[0], [fd[1]]), faces)
+        for batch in (True, False):  # four faces in a frame: one batch, or one call each
+            many = MaskClassifier(MASK_CLASSIFIER, threads=args.threads, batch=batch)
+            r = _time(lambda fd: many.classify(fd[0], [fd[1]] * 4), faces)
+            rows[f"maskdoor classifier, 4 faces {'in one batch' if batch else 'one by one'}, "
+                 "per face"] = {k: round(v / 4, 2) if k != "calls" else v for k, v in r.items()}
+    one_face = [f for f in frames if len(det.detect(f)) == 1]
+    if one_face:
+        rows["maskdoor detector + classifier, frames with one face"] = _time(
+            lambda f: cls.classify(f, det.detect(f)), one_face)
     report = {"source": args.source, "frames": len(frames), "threads": args.threads,
               "rows": rows, "stages_ms": _stage_times(det, cls, frames)}
     all_cores = os.cpu_count() or 1
-    report["loop"] = {"1 thread": _loop_fps(args.source, 1, args.frames),
-                      f"{all_cores} threads": _loop_fps(args.source, all_cores, args.frames),
-                      "1 thread, no motion gating": _loop_fps(args.source, 1, args.frames,
-                                                              gate=False)}
+    model = str(args.model)
+    report["model"] = model
+    report["loop"] = {"1 thread": _loop_fps(args.source, model, 1, args.frames),
+                      f"{all_cores} threads": _loop_fps(args.source, model, all_cores, args.frames),
+                      "1 thread, no motion gating": _loop_fps(args.source, model, 1, args.frames,
+                                                              gate=False),
+                      "1 thread, detector every 2nd frame": _loop_fps(args.source, model, 1,
+                                                                      args.frames, every=2)}
     report["empty_scene_15fps_percent_of_one_core"] = _empty_scene_cpu(det, cls, frames[0])
-    report["process"] = _run_subprocess(args.source, args.frames)
+    report["process"] = _run_subprocess(args.source, model, args.frames)
     weights = args.peers or find_weights_dir(Path.cwd(), Path(__file__).resolve().parent)
     peers = {}
     if weights is not None and str(weights) != "none":
@@ -207,6 +237,7 @@ def run_bench(args) -> int:
         except Exception as exc:
             print(f"maskdoor bench: AIZOO row skipped: {exc}")
     ours = report["loop"]["1 thread"]["fps"]
+    report["estimates"] = _estimates(det, cls)
     report["peers_fps"] = peers
     report["ratio_vs_peers"] = {k: round(ours / v, 2) for k, v in peers.items() if v}
     if args.json:
@@ -232,4 +263,9 @@ def run_bench(args) -> int:
     for name, fps in peers.items():
         print(f"{name}: {fps:.1f} frames/s at 1 thread on the same frames; maskdoor (1 thread) is "
               f"{report['ratio_vs_peers'][name]:.1f}x")
+    print("ESTIMATES, not measured (published MobileNetV2 times scaled by MACs; see "
+          "edge/opcount.py):")
+    for name, e in report["estimates"].items():
+        print(f"  {name} {e['model']}: {e['mmacs']:.0f} M MACs; " + ", ".join(
+            f"{dev} ~{ms:.1f} ms" for dev, ms in e["estimated_ms"].items()))
     return 0

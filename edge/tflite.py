@@ -134,8 +134,30 @@ class Model:
         """A writable view of the input tensor: fill it in place to skip one copy per frame."""
         return self._interp.tensor(self.input.index)()[0]
 
-    def set_input(self, array: np.ndarray) -> None:
-        """Quantise (if needed) and copy one input sample (without batch axis)."""
+    def input_batch(self) -> np.ndarray:
+        """A writable view of the whole input tensor, batch axis first."""
+        return self._interp.tensor(self.input.index)()
+
+    @property
+    def batch(self) -> int:
+        return self.input.shape[0]
+
+    def set_batch(self, n: int) -> None:
+        """Resize the batch axis of the input to ``n`` (models whose graph allows it; an Edge
+        TPU model does not). Raises ModelError when the model refuses."""
+        if n == self.batch:
+            return
+        try:
+            self._interp.resize_tensor_input(self.input.index, [n, *self.input.shape[1:]])
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{self.path}: batch of {n} refused ({exc})") from exc
+        self.inputs = [self._info(d) for d in self._interp.get_input_details()]
+        self.outputs = [self._info(d) for d in self._interp.get_output_details()]
+
+    def set_input(self, array: np.ndarray, batched: bool = False) -> None:
+        """Quantise (if needed) and copy one input sample (without batch axis), or a whole
+        batch with ``batched=True``."""
         info = self.input
         if array.dtype != info.dtype:
             if info.quantized and array.dtype.kind == "f":
@@ -143,7 +165,7 @@ class Model:
                 lim = np.iinfo(info.dtype)
                 array = np.clip(array, lim.min, lim.max)
             array = array.astype(info.dtype)
-        self._interp.set_tensor(info.index, array[None])
+        self._interp.set_tensor(info.index, array if batched else array[None])
 
     def invoke(self) -> list[np.ndarray]:
         """Run the model on the current input; float outputs, batch axis kept."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from edge.ssd import iou_matrix
-from edge.types import Face
+from edge.types import Box, Face
 
 
 @dataclass
@@ -20,6 +20,9 @@ class Track:
     scores: deque = field(default_factory=deque)
     streak: int = 0          # consecutive frames close and unmasked (kept by the policy)
     alerted: bool = False
+    detected: Face | None = None  # the face as last detected (``face`` may be predicted)
+    detected_at: int = 0          # tracker frame number of that detection
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))  # box px per frame
 
     def vote(self) -> tuple[str | None, float]:
         """Majority verdict of the recent frames, and its mean score; ties go to the latest."""
@@ -34,11 +37,18 @@ class Track:
         return None, 0.0
 
 
+def _corners(box) -> np.ndarray:
+    return np.array([box.x1, box.y1, box.x2, box.y2], np.float64)
+
+
 class IoUTracker:
     """Greedy IoU matching of this frame's faces to live tracks.
 
     ``iou``: least overlap that continues a track; ``max_missed``: frames a track survives
     unseen; ``votes``: how many recent verdicts each track votes over.
+
+    Frames on which the detector does not run go to :meth:`coast` instead of :meth:`update`:
+    the tracks seen at the last detection carry on, moved at their measured speed.
     """
 
     def __init__(self, iou: float = 0.3, max_missed: int = 10, votes: int = 7):
@@ -47,9 +57,23 @@ class IoUTracker:
         self.votes = votes
         self.tracks: list[Track] = []
         self._next_id = 1
+        self._frame = 0
+        self._last_seen: list[Track] = []
+
+    def coast(self, move: bool = True) -> list[Track]:
+        """A frame without detection: the tracks of the last detection, each box predicted from
+        its speed (``move=False``: left where it was, for a scene where nothing moved). No
+        verdict is added and no track ages."""
+        self._frame += 1
+        for t in self._last_seen:
+            if move and t.detected is not None:
+                b = _corners(t.detected.box) + t.velocity * (self._frame - t.detected_at)
+                t.face = replace(t.detected, box=Box(*b.tolist()))
+        return list(self._last_seen)
 
     def update(self, faces: list[Face]) -> list[Track]:
         """Feed this frame's faces; returns the tracks seen in this frame, in face order."""
+        self._frame += 1
         live = self.tracks
         seen: list[Track | None] = [None] * len(faces)
         if live and faces:
@@ -74,7 +98,11 @@ class IoUTracker:
                 self._next_id += 1
                 self.tracks.append(t)
                 seen[i] = t
-            t.face, t.missed = face, 0
+            if t.detected is not None:  # speed from the last two detections, smoothed
+                step = (_corners(face.box) - _corners(t.detected.box)) / max(
+                    self._frame - t.detected_at, 1)
+                t.velocity = 0.5 * t.velocity + 0.5 * step if t.velocity.any() else step
+            t.face, t.missed, t.detected, t.detected_at = face, 0, face, self._frame
             if face.label is not None:
                 t.verdicts.append(face.label)
                 t.scores.append(face.label_score or 0.0)
@@ -84,4 +112,5 @@ class IoUTracker:
                 t.missed += 1
                 t.streak = 0
         self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        self._last_seen = list(seen)  # type: ignore[arg-type]
         return seen  # type: ignore[return-value]

@@ -159,3 +159,27 @@ def test_a_failing_sink_never_stops_the_loop(caplog):
                            SafeSinks([Broken(), Counter()]))
     assert stats.frames == 5 and Counter.n == 5
     assert len([r for r in caplog.records if "disk full" in r.getMessage()]) == 1
+
+
+def test_detecting_every_third_frame_keeps_the_demo_verdicts(tmp_path):
+    """The every-k option on the real clip: the unmasked person is still warned exactly once and
+    the masked one never."""
+    from edge.runner import build_models
+    from edge.motion import gate_for
+    from edge.policy import DoorPolicy
+    from edge.sources import open_source, reader_for
+    from edge.tracker import IoUTracker
+    cfg = cfg_for(tmp_path, **{"detector.every": 3})
+    det, cls = build_models(cfg)
+    reader = reader_for(open_source(cfg.camera), cfg.camera).start()
+    masked_part_events = []
+    try:
+        stats = process_frames(reader, det, cls, IoUTracker(), DoorPolicy("door1"), SafeSinks([]),
+                               gate=gate_for(cfg.detector), detect_every=3,
+                               on_frame=lambda f, faces, ev: masked_part_events.extend(
+                                   ev if f.index < MASKED_PART else []))
+    finally:
+        reader.stop()
+    assert masked_part_events == []
+    assert [e.type for e in stats.events] == ["unmasked_face"]
+    assert stats.skipped_detections >= stats.frames // 2

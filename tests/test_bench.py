@@ -12,10 +12,18 @@ def test_bench_json_rows(capsys, shared_weights):
     names = list(report["rows"])
     assert any(n.startswith("maskdoor detector int8") for n in names)
     assert any(n.startswith("maskdoor classifier int8") for n in names)
+    assert {"maskdoor classifier, 4 faces in one batch, per face",
+            "maskdoor classifier, 4 faces one by one, per face",
+            "maskdoor detector + classifier, frames with one face"} <= set(names)
+    assert report["model"].endswith("face_detector_door.tflite"), "the appliance's detector"
     for row in report["rows"].values():
         assert row["median_ms"] > 0 and row["p90_ms"] >= row["median_ms"] and row["calls"] > 0
     assert set(report["stages_ms"]) >= {"preprocess", "detector", "postprocess",
                                         "tracker and policy"}
+    assert "1 thread, detector every 2nd frame" in report["loop"]
+    est = report["estimates"]
+    assert est["detector"]["mmacs"] > 10 * est["classifier per face"]["mmacs"] > 0
+    assert all(ms > 0 for e in est.values() for ms in e["estimated_ms"].values())
     for loop in report["loop"].values():
         assert loop["frames"] == 12 and loop["fps"] > 0
         assert set(loop["stage_ms"]) == {"capture", "detect", "classify", "track", "sinks"}

@@ -81,3 +81,20 @@ def test_missing_sidecar(tmp_path):
     lone.write_bytes(MASK_CLASSIFIER.read_bytes())
     with pytest.raises(ModelError, match="m.json: missing"):
         MaskClassifier(lone)
+
+
+def test_a_batch_of_faces_gives_the_same_verdicts_as_one_by_one():
+    image = cv2.imread(str(sorted((FIXTURES / "andrewmvd" / "images").iterdir())[0]))
+    h, w = image.shape[:2]
+    faces = [Face(Box(x, y, x + 60, y + 72), 0.9) for x, y in
+             ((0, 0), (w // 3, h // 4), (w - 60, h - 72))]
+    batched = MaskClassifier(MASK_CLASSIFIER, batch=True)
+    single = MaskClassifier(MASK_CLASSIFIER, batch=False)
+    a = batched.probabilities_batch(image, faces)
+    assert batched.model.batch == 3, "three faces went through in one call"
+    b = single.probabilities_batch(image, faces)
+    assert single.model.batch == 1
+    assert a.shape == (3, 3) and np.allclose(a, b, atol=1e-6)
+    assert np.allclose(batched.probabilities_batch(image, faces[:1]), b[:1], atol=1e-6)
+    assert [f.label for f in batched.classify(image, faces)] == \
+        [f.label for f in single.classify(image, faces)]

@@ -96,3 +96,45 @@ def test_streak_resets_when_the_person_steps_back():
     t = IoUTracker()
     frames = [[face(100)]] * 3 + [[face(100, w=40)]] + [[face(100)]] * 3
     assert run(p, t, frames) == []
+
+
+def test_coasting_moves_faces_at_their_speed_without_voting():
+    t = IoUTracker()
+    t.update([face(100)])
+    t.update([face(110)])  # 10 px per frame to the right
+    tracks = t.coast()
+    assert len(tracks) == 1 and tracks[0].id == 1
+    assert abs(tracks[0].face.box.x1 - 120) < 1e-6
+    assert abs(t.coast()[0].face.box.x1 - 130) < 1e-6
+    assert len(tracks[0].verdicts) == 2, "predicted frames add no verdict"
+    assert t.update([face(140)])[0].id == 1, "the next detection continues the track"
+    assert abs(t.tracks[0].velocity[0] - 10) < 1e-6
+    still = t.coast(move=False)
+    assert still[0].face.box.x1 == 140, "a still scene leaves the faces where they were"
+
+
+def test_detecting_every_third_frame_still_warns_once():
+    from edge.app import SafeSinks, process_frames
+
+    class Walker:  # a person walking right, 6 px per frame, for 30 frames
+        ended = True
+        i = 0
+
+        def get(self, timeout=None):
+            self.i += 1
+            return Frame(FRAME.image, self.i, 0.0) if self.i <= 30 else None
+
+    class Detector:
+        calls = 0
+
+        def detect(self, image):
+            self.calls += 1
+            return [face(100 + 6 * (self.calls - 1) * 3)]
+
+    det, ids = Detector(), set()
+    stats = process_frames(Walker(), det, None, IoUTracker(), DoorPolicy("d", unmasked_frames=5),
+                           SafeSinks([]), detect_every=3,
+                           on_frame=lambda f, faces, ev: ids.update(x.track_id for x in faces))
+    assert det.calls == 10 and stats.frames == 30
+    assert ids == {1}, "one identity through the predicted frames"
+    assert len(stats.events) == 1
