@@ -40,6 +40,10 @@ def main(argv=None) -> int:
     t.add_argument("--sizes", type=int, nargs="+", default=[256, 320, 384, 448, 512],
                    help="square input sizes drawn per batch (multiples of 64)")
     t.add_argument("--eval-size", type=int, default=448, help="input size for val selection")
+    t.add_argument("--init", type=Path, default=None,
+                   help="start from these weights (a run's best.weights.h5) instead of res10's")
+    t.add_argument("--select-on", choices=(">=40", "door"), default=">=40",
+                   help="faces whose val recall picks the epoch (default: >=40)")
 
     e = sub.add_parser("detector-export", help="quantise the selected detector to int8 TFLite")
     e.add_argument("--run", type=Path, default=ROOT / "runs" / "detector")
@@ -76,7 +80,7 @@ def main(argv=None) -> int:
         from convert.detector import train
         train(args.data / "detect", args.weights, args.out, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, sizes=tuple(args.sizes),
-              eval_size=args.eval_size)
+              eval_size=args.eval_size, init=args.init, select_on=args.select_on)
     elif args.cmd == "detector-export":
         from convert.detector import export
         export(args.run, args.weights, args.data / "detect", args.out, args.size, args.calibration,

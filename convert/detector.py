@@ -182,10 +182,11 @@ def evaluate_keras(model, spec, samples, images, threshold=0.05) -> DetectionRec
     return rec
 
 
-def selection_score(rec: DetectionRecords) -> tuple[float, float, dict]:
-    """Recall on faces >= 40 px at the threshold where their precision reaches 0.90."""
-    thr = rec.threshold_for_precision(0.90, ">=40")
-    return rec.recall(thr, ">=40"), thr, rec.summary(thr)
+def selection_score(rec: DetectionRecords, rng: str = ">=40") -> tuple[float, float, dict]:
+    """Recall on the faces of ``rng`` (">=40" or "door") at the threshold where their precision
+    reaches 0.90."""
+    thr = rec.threshold_for_precision(0.90, rng)
+    return rec.recall(thr, rng), thr, rec.summary(thr)
 
 
 TRAIN_SIZES = (256, 320, 384, 448, 512)
@@ -198,14 +199,21 @@ def specs_for(weights_dir: Path, sizes) -> dict[int, ssd.AnchorSpec]:
 
 def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, batch_size: int = 16,
           lr: float = 5e-4, sizes=TRAIN_SIZES, eval_size: int = EVAL_SIZE, seed: int = 0,
-          max_steps: int | None = None, limit: int | None = None) -> Path:
-    """Multi-scale fine-tuning: one set of weights that works at every size in ``sizes``."""
+          max_steps: int | None = None, limit: int | None = None, init: Path | None = None,
+          select_on: str = ">=40") -> Path:
+    """Multi-scale fine-tuning: one set of weights that works at every size in ``sizes``.
+
+    ``init``: weights to start from (a run's best.weights.h5) instead of OpenCV's res10;
+    ``select_on``: the faces whose val recall (at precision 0.90) plus 0.1 x AP picks the epoch:
+    ">=40" (at least 40 px wide) or "door" (at least 10% of the image width)."""
     if any(s % 64 for s in sizes):
         raise ValueError("training sizes must be multiples of 64 so every stride divides them")
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     specs = specs_for(weights_dir, set(sizes) | {eval_size})
     model, _ = build(weights_dir, (None, None))
+    if init is not None:
+        model.load_weights(init)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # batches are small; keep Caffe's statistics
@@ -213,7 +221,8 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
             layer.trainable = False  # low-level filters transfer; saves the costliest backprop
     (out_dir / "config.json").write_text(json.dumps(
         {"sizes": list(sizes), "eval_size": eval_size, "epochs": epochs, "lr": lr,
-         "batch_size": batch_size, "prior_widths": FACE_PRIOR_WIDTHS,
+         "batch_size": batch_size, "init": str(init) if init else None, "select_on": select_on,
+         "prior_widths": FACE_PRIOR_WIDTHS,
          "prior_aspect": FACE_ASPECT}, indent=1))
     train_s = load_voc_dataset(data_dir, "train")
     val_s = load_voc_dataset(data_dir, "val")
@@ -271,17 +280,19 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
                 if max_steps is not None and done >= max_steps:
                     break
             rec = evaluate_keras(model, specs[eval_size], val_s, val_images)
-            score, thr, summ = selection_score(rec)
+            score, thr, summ = selection_score(rec, select_on)
+            ap = rec.average_precision(select_on)
             entry = {"epoch": epoch, "steps": done, "loss": np.mean(losses, 0).round(4).tolist(),
-                     "eval_size": eval_size,
-                     "val_recall_>=40_at_p90": round(score, 4), "val_threshold": round(thr, 3),
+                     "eval_size": eval_size, "select_on": select_on,
+                     f"val_recall_{select_on}_at_p90": round(score, 4),
+                     "val_threshold": round(thr, 3), f"val_ap_{select_on}": round(ap, 4),
                      "val_ap": summ["ap"], "val_ap_>=40": summ["ap_>=40"],
                      "val_recall": summ["recall"], "seconds": round(time.time() - t0)}
             history.append(entry)
             log.info("val: %s", json.dumps(entry))
             (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-            if score + 0.1 * summ["ap_>=40"] > best:
-                best = score + 0.1 * summ["ap_>=40"]
+            if score + 0.1 * ap > best:
+                best = score + 0.1 * ap
                 model.save_weights(out_dir / "best.weights.h5")
                 (out_dir / "best.json").write_text(json.dumps(entry, indent=1))
             if max_steps is not None and done >= max_steps:

@@ -44,15 +44,16 @@ SMALLEST_FACE_PX = 24  # at the detector's input; smaller faces are often missed
 def build_models(cfg):
     from edge.classifier import MaskClassifier
     from edge.detector import FaceDetector
-    from models import MASK_CLASSIFIER, detector_path
+    from models import FACE_DETECTOR, MASK_CLASSIFIER, detector_path
     det = FaceDetector(detector_path(cfg.detector.model or "door"), threads=cfg.detector.threads,
                        threshold=cfg.detector.threshold or None, edgetpu=cfg.detector.edgetpu)
     close_px = cfg.policy.min_face_width_frac * det.input_hw[1]
     if close_px < SMALLEST_FACE_PX:
+        fix = "set detector.model = 'full' or raise" if det.model.path != FACE_DETECTOR else "raise"
         log.warning("a face at policy.min_face_width_frac = %g is only %.0f px wide at the "
-                    "detector's %dx%d input, too small to find reliably: set detector.model = "
-                    "'full' or raise min_face_width_frac", cfg.policy.min_face_width_frac,
-                    close_px, det.input_hw[1], det.input_hw[0])
+                    "detector's %dx%d input, too small to find reliably: %s "
+                    "policy.min_face_width_frac", cfg.policy.min_face_width_frac, close_px,
+                    det.input_hw[1], det.input_hw[0], fix)
     cls = MaskClassifier(cfg.classifier.model or MASK_CLASSIFIER, threads=cfg.classifier.threads,
                          edgetpu=cfg.classifier.edgetpu)
     return det, cls

@@ -105,3 +105,15 @@ def test_door_detector_finds_every_face_close_to_the_door(door_detector, sample)
             continue
         best = max((f.box.iou(obj.box) for f in faces), default=0.0)
         assert best >= 0.5, f"{obj.label} face {obj.box} missed (best IoU {best:.2f})"
+
+
+def test_a_policy_wanting_smaller_faces_than_the_door_detector_sees_is_warned(caplog):
+    from edge import config
+    from edge.runner import build_models
+    build_models(config.load(None, {"policy.min_face_width_frac": 0.06}))
+    assert "15 px wide" in caplog.text and "detector.model = 'full'" in caplog.text
+    caplog.clear()
+    build_models(config.load(None, {"policy.min_face_width_frac": 0.06, "detector.model": "full"}))
+    assert caplog.text == "", "27 px at 448x448 is enough"
+    build_models(config.load(None, {"policy.min_face_width_frac": 0.04, "detector.model": "full"}))
+    assert "18 px wide" in caplog.text and "'full'" not in caplog.text
