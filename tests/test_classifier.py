@@ -98,3 +98,18 @@ def test_a_batch_of_faces_gives_the_same_verdicts_as_one_by_one():
     assert np.allclose(batched.probabilities_batch(image, faces[:1]), b[:1], atol=1e-6)
     assert [f.label for f in batched.classify(image, faces)] == \
         [f.label for f in single.classify(image, faces)]
+
+
+def test_a_model_that_refuses_batches_classifies_one_by_one(monkeypatch):
+    """An Edge TPU model has a fixed batch of one: batching switches itself off."""
+    image = cv2.imread(str(sorted((FIXTURES / "andrewmvd" / "images").iterdir())[0]))
+    faces = [Face(Box(0, 0, 60, 72), 0.9), Face(Box(100, 50, 160, 122), 0.9)]
+    cls = MaskClassifier(MASK_CLASSIFIER, batch=True)
+    expected = MaskClassifier(MASK_CLASSIFIER, batch=False).probabilities_batch(image, faces)
+
+    def refuse(n):
+        if n != 1:
+            raise ModelError(f"batch of {n} refused")
+    monkeypatch.setattr(cls.model, "set_batch", refuse)
+    assert np.allclose(cls.probabilities_batch(image, faces), expected, atol=1e-6)
+    assert cls.batch is False
