@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     c.add_argument("--epochs", type=int, default=10)
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--lr", type=float, default=3e-4)
+    c.add_argument("--init", type=Path, default=None,
+                   help="continue from these weights (one size only)")
 
     x = sub.add_parser("classifier-export", help="quantise one trained classifier to int8 TFLite")
     x.add_argument("--run", type=Path, default=ROOT / "runs" / "classifier" / "128")
@@ -94,7 +96,7 @@ def main(argv=None) -> int:
         for size in args.sizes:
             train_classifier(args.data, args.weights, args.out / str(size), size=size,
                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             cache=cache)
+                             cache=cache, init=args.init)
     elif args.cmd == "classifier-export":
         from convert.classifier import export as export_classifier
         export_classifier(args.run, args.weights, args.data, args.out, args.calibration)

@@ -178,11 +178,16 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 
 def train(data_dir: Path, weights_dir: Path, out_dir: Path, size: int = 128, epochs: int = 8,
           batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-          cache: Path | None = None) -> dict:
+          cache: Path | None = None, init: Path | None = None) -> dict:
+    """Train one classifier at ``size``; the epoch with the best val balanced accuracy +
+    mask-vs-not accuracy is kept. ``init``: weights to start from (a run's best.weights.h5 of
+    the same size) instead of the ImageNet backbone alone."""
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     tr, va = load_crop_cache(data_dir, cache)
     model = build_model(size, weights_dir / MOBILENET_H5)
+    if init is not None:
+        model.load_weights(init)
     cw = class_weights(tr.labels)
     log.info("size %d: train %d crops %s, val %d, class weights %s", size, len(tr.labels),
              np.bincount(tr.labels).tolist(), len(va.labels), cw)
