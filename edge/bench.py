@@ -74,23 +74,14 @@ def _empty_scene_cpu(det, cls, image, fps: float = 15.0, frames: int = 150) -> d
     from edge.app import SafeSinks, process_frames
     from edge.motion import MotionGate
     from edge.policy import DoorPolicy
+    from edge.sources import ArraySource, SyncReader
     from edge.tracker import IoUTracker
-    from edge.types import Frame
-
-    class Still:
-        ended = True
-
-        def __init__(self):
-            self.i = 0
-
-        def get(self, timeout=None):
-            self.i += 1
-            return Frame(image, self.i, 0.0) if self.i <= frames else None
 
     out = {}
     for name, gate in (("motion gating on", MotionGate()), ("motion gating off", None)):
         t0 = time.process_time()
-        process_frames(Still(), det, cls, IoUTracker(), DoorPolicy("bench"), SafeSinks([]),
+        still = SyncReader(ArraySource([image] * frames, "still scene")).start()
+        process_frames(still, det, cls, IoUTracker(), DoorPolicy("bench"), SafeSinks([]),
                        gate=gate)
         cpu_per_frame = (time.process_time() - t0) / frames
         out[name] = round(100 * cpu_per_frame * fps, 1)
@@ -190,7 +181,8 @@ def run_bench(args) -> int:
     cls = MaskClassifier(MASK_CLASSIFIER, threads=args.threads)
     rows = {f"maskdoor detector int8 {det.input_hw[1]}x{det.input_hw[0]} ({det.model.runtime})":
             _time(det.detect, frames)}
-    faces = [(f, d) for f in frames for d in det.detect(f)[:1]]
+    found = [det.detect(f) for f in frames]
+    faces = [(f, fs[0]) for f, fs in zip(frames, found) if fs]
     if faces:
         rows[f"maskdoor classifier int8 {cls.size}x{cls.size}, per face"] = _time(
             lambda fd: cls.classify(fd[0], [fd[1]]), faces)
@@ -199,7 +191,7 @@ def run_bench(args) -> int:
             r = _time(lambda fd: many.classify(fd[0], [fd[1]] * 4), faces)
             rows[f"maskdoor classifier, 4 faces {'in one batch' if batch else 'one by one'}, "
                  "per face"] = {k: round(v / 4, 2) if k != "calls" else v for k, v in r.items()}
-    one_face = [f for f in frames if len(det.detect(f)) == 1]
+    one_face = [f for f, fs in zip(frames, found) if len(fs) == 1]
     if one_face:
         rows["maskdoor detector + classifier, frames with one face"] = _time(
             lambda f: cls.classify(f, det.detect(f)), one_face)

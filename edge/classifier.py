@@ -59,10 +59,6 @@ class MaskClassifier:
             raise ModelError(f"{model_path}: {out[-1]} outputs but {len(self.labels)} labels in "
                              f"{sidecar_path(model_path).name}")
 
-    def probabilities(self, image: np.ndarray, face: Face) -> np.ndarray:
-        """Class probabilities for one face, in ``self.labels`` order."""
-        return self.probabilities_batch(image, [face])[0]
-
     def probabilities_batch(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         """Class probabilities (len(faces), classes): one model call for all the faces when
         batching is on and the model allows it, else one call per face."""

@@ -25,6 +25,19 @@ DOOR_FRACTION = 0.10
 FRACTION_RANGES = {"door": (DOOR_FRACTION, float("inf"))}
 
 
+def in_range(rng: str, width, image_width) -> np.ndarray:
+    """Which faces of widths ``width`` (pixels), in images ``image_width`` wide, fall in the
+    range ``rng``: a key of WIDTH_RANGES (pixels) or FRACTION_RANGES (of the image width).
+    A NaN width is in no range."""
+    width = np.asarray(width, float)
+    if rng in FRACTION_RANGES:
+        lo, hi = FRACTION_RANGES[rng]
+        width = width / np.asarray(image_width, float)
+    else:
+        lo, hi = WIDTH_RANGES[rng]
+    return (width >= lo) & (width < hi)
+
+
 def face_arrays(faces) -> tuple[np.ndarray, np.ndarray]:
     """Faces as (boxes (N, 4) x1 y1 x2 y2, scores (N,)) arrays."""
     boxes = np.array([[f.box.x1, f.box.y1, f.box.x2, f.box.y2] for f in faces], np.float32)
@@ -82,21 +95,13 @@ class DetectionRecords:
         return self.add(sample.boxes, *face_arrays(faces), sample.labels, sample.width)
 
     def _arrays(self, rng: str):
-        gw = np.asarray(self.gt_width)
-        dw = np.asarray(self.det_width)
-        mg = np.asarray(self.det_gt_width)
-        if rng in FRACTION_RANGES:
-            lo, hi = FRACTION_RANGES[rng]
-            gw = gw / np.asarray(self.image_width)
-            dw = dw / np.asarray(self.det_image_width)
-            mg = mg / np.asarray(self.det_image_width)
-        else:
-            lo, hi = WIDTH_RANGES[rng]
-        in_gt = (gw >= lo) & (gw < hi)
+        det_iw = self.det_image_width
+        in_gt = in_range(rng, self.gt_width, self.image_width)
         s = np.asarray(self.det_score)
+        mg = np.asarray(self.det_gt_width)
         matched = ~np.isnan(mg)
-        tp = matched & (mg >= lo) & (mg < hi)
-        fp = ~matched & (dw >= lo) & (dw < hi)
+        tp = matched & in_range(rng, mg, det_iw)
+        fp = ~matched & in_range(rng, self.det_width, det_iw)
         return in_gt, s, tp, fp
 
     def count(self, rng: str = "all") -> int:

@@ -18,7 +18,7 @@ import time
 import cv2
 import numpy as np
 
-from edge.evaluate import FRACTION_RANGES, WIDTH_RANGES, DetectionRecords, face_arrays
+from edge.evaluate import DetectionRecords, face_arrays, in_range
 from edge.images import read_image
 
 UNMASKED = ("without_mask", "incorrect_mask")
@@ -39,7 +39,7 @@ class PipelineRecords:
         self.threshold = threshold
         self.unmasked = DetectionRecords()
         self.masked = DetectionRecords()
-        self.rows = []  # per annotated face: (width, width / image width, gt label, verdict)
+        self.rows = []  # per annotated face: (width, image width, gt label, verdict)
         self.ms = []
 
     def add(self, sample, faces, ms: float):
@@ -58,22 +58,20 @@ class PipelineRecords:
         kept_faces = [f for f, keep in zip(faces, kept) if keep]
         for j, lab in enumerate(labels):
             w = gt[j, 2] - gt[j, 0]
-            self.rows.append((w, w / sample.width, lab,
+            self.rows.append((w, sample.width, lab,
                               kept_faces[match[j]].label if match[j] >= 0 else None))
 
     def summary(self) -> dict:
         out = {"threshold": self.threshold,
                "ms_median": round(float(np.median(self.ms)), 2) if self.ms else None}
         w = np.array([r[0] for r in self.rows])
-        frac = np.array([r[1] for r in self.rows])
+        image_w = np.array([r[1] for r in self.rows])
         gt = np.array([r[2] for r in self.rows], dtype=object)
         pred = np.array([r[3] for r in self.rows], dtype=object)
         flagged = np.isin(pred, UNMASKED)
         found = pred != None  # noqa: E711  (object array comparison)
         for rng in BUCKETS:
-            lo, hi = FRACTION_RANGES[rng] if rng in FRACTION_RANGES else WIDTH_RANGES[rng]
-            x = frac if rng in FRACTION_RANGES else w
-            m = (x >= lo) & (x < hi)
+            m = in_range(rng, w, image_w)
             um, mk = m & np.isin(gt, UNMASKED), m & (gt == "with_mask")
             out[rng] = {
                 "unmasked_faces": int(um.sum()), "masked_faces": int(mk.sum()),

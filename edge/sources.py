@@ -121,6 +121,25 @@ class FolderSource(FrameSource):
         return None
 
 
+class ArraySource(FrameSource):
+    """Images already in memory, one per frame (a benchmark's still scene, a test's clip)."""
+
+    def __init__(self, images, name: str = "memory", fps: float = 15.0):
+        self.images = list(images)
+        self.name = name
+        self.fps = fps
+        self.pos = 0
+
+    def open(self) -> None:
+        self.pos = 0
+
+    def read(self) -> np.ndarray | None:
+        if self.pos >= len(self.images):
+            return None
+        self.pos += 1
+        return self.images[self.pos - 1]
+
+
 class Picamera2Source(FrameSource):
     """The Raspberry Pi camera through picamera2 (from apt: `sudo apt install python3-picamera2`).
 

@@ -126,7 +126,9 @@ def test_alerts_subscriber_prints_readable_lines(broker):
 
 
 def test_a_failing_sink_never_stops_the_loop(caplog):
-    from edge.types import Frame
+    import numpy as np
+
+    from edge.sources import ArraySource, SyncReader
 
     class Broken:
         def on_state(self, *a):
@@ -138,24 +140,14 @@ def test_a_failing_sink_never_stops_the_loop(caplog):
         def on_state(self, *a):
             Counter.n += 1
 
-    class Reader:
-        ended = True
-
-        def __init__(self):
-            self.i = 0
-
-        def get(self, timeout=None):
-            import numpy as np
-            self.i += 1
-            return Frame(np.zeros((48, 64, 3), np.uint8), self.i, 0.0) if self.i <= 5 else None
-
     class NoFaces:
         def detect(self, image):
             return []
 
     from edge.policy import DoorPolicy
     from edge.tracker import IoUTracker
-    stats = process_frames(Reader(), NoFaces(), None, IoUTracker(), DoorPolicy("d"),
+    reader = SyncReader(ArraySource([np.zeros((48, 64, 3), np.uint8)] * 5)).start()
+    stats = process_frames(reader, NoFaces(), None, IoUTracker(), DoorPolicy("d"),
                            SafeSinks([Broken(), Counter()]))
     assert stats.frames == 5 and Counter.n == 5
     assert len([r for r in caplog.records if "disk full" in r.getMessage()]) == 1

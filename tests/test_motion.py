@@ -5,8 +5,9 @@ import numpy as np
 from edge.app import SafeSinks, process_frames
 from edge.motion import MotionGate
 from edge.policy import DoorPolicy
+from edge.sources import ArraySource, SyncReader
 from edge.tracker import IoUTracker
-from edge.types import Box, Face, Frame
+from edge.types import Box, Face
 
 rng = np.random.default_rng(0)
 STILL = rng.integers(0, 255, (120, 160, 3)).astype(np.uint8)
@@ -36,14 +37,6 @@ def test_sensor_noise_is_not_motion():
 
 
 def test_loop_keeps_the_last_faces_while_nothing_moves():
-    class Reader:
-        ended = True
-        i = 0
-
-        def get(self, timeout=None):
-            self.i += 1
-            return Frame(STILL, self.i, 0.0) if self.i <= 10 else None
-
     class CountingDetector:
         calls = 0
 
@@ -53,7 +46,7 @@ def test_loop_keeps_the_last_faces_while_nothing_moves():
 
     det = CountingDetector()
     seen = []
-    stats = process_frames(Reader(), det, None, IoUTracker(), DoorPolicy("d", unmasked_frames=3),
+    stats = process_frames(SyncReader(ArraySource([STILL] * 10)).start(), det, None, IoUTracker(), DoorPolicy("d", unmasked_frames=3),
                            SafeSinks([]), gate=MotionGate(force_every=4),
                            on_frame=lambda f, faces, ev: seen.append(len(faces)))
     assert det.calls == 3 and stats.skipped_detections == 7

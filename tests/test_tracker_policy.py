@@ -115,16 +115,9 @@ def test_coasting_moves_faces_at_their_speed_without_voting():
 
 def test_detecting_every_third_frame_still_warns_once():
     from edge.app import SafeSinks, process_frames
+    from edge.sources import ArraySource, SyncReader
 
-    class Walker:  # a person walking right, 6 px per frame, for 30 frames
-        ended = True
-        i = 0
-
-        def get(self, timeout=None):
-            self.i += 1
-            return Frame(FRAME.image, self.i, 0.0) if self.i <= 30 else None
-
-    class Detector:
+    class Detector:  # a person walking right, 6 px per frame, seen every third frame
         calls = 0
 
         def detect(self, image):
@@ -132,7 +125,8 @@ def test_detecting_every_third_frame_still_warns_once():
             return [face(100 + 6 * (self.calls - 1) * 3)]
 
     det, ids = Detector(), set()
-    stats = process_frames(Walker(), det, None, IoUTracker(), DoorPolicy("d", unmasked_frames=5),
+    thirty_frames = SyncReader(ArraySource([FRAME.image] * 30)).start()
+    stats = process_frames(thirty_frames, det, None, IoUTracker(), DoorPolicy("d", unmasked_frames=5),
                            SafeSinks([]), detect_every=3,
                            on_frame=lambda f, faces, ev: ids.update(x.track_id for x in faces))
     assert det.calls == 10 and stats.frames == 30
