@@ -61,6 +61,16 @@ def main(argv=None) -> int:
     h.add_argument("model", type=Path, help="the .tflite whose .json gets the threshold")
     h.add_argument("--tune-for", choices=(">=40", "door"), default=">=40")
 
+    m = sub.add_parser("detector-multipass",
+                       help="fuse several exported detectors (and their mirror images) into one "
+                       "detector spec for photos; threshold chosen on val")
+    m.add_argument("models", type=Path, nargs="+",
+                   help="exported detectors (.tflite + .json), in the folder of --out")
+    m.add_argument("--out", type=Path, default=ROOT / "models" / "face_detector_accurate.json")
+    m.add_argument("--no-flip", dest="flip", action="store_false",
+                   help="do not also run each model on the mirrored image")
+    m.add_argument("--fusion-iou", type=float, default=0.55)
+
     c = sub.add_parser("classifier-train", help="train MobileNetV2 mask classifiers, select on val")
     c.add_argument("--out", type=Path, default=ROOT / "runs" / "classifier")
     c.add_argument("--sizes", type=int, nargs="+", default=[128],
@@ -90,6 +100,9 @@ def main(argv=None) -> int:
     elif args.cmd == "detector-threshold":
         from convert.detector import choose_threshold
         choose_threshold(args.model, args.data / "detect", args.tune_for)
+    elif args.cmd == "detector-multipass":
+        from convert.detector import write_multipass
+        write_multipass(args.out, args.models, args.flip, args.data / "detect", args.fusion_iou)
     elif args.cmd == "classifier-train":
         from convert.classifier import train as train_classifier
         cache = args.out / "crops.npz"

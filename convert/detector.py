@@ -349,17 +349,34 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
 TUNE_RANGES = {">=40": "faces >= 40 px wide", "door": "faces >= 10% of the image width"}
 
 
+def write_multipass(out: Path, models: list[Path], flip: bool, data_dir: Path,
+                    fusion_iou: float = 0.55, tune_for: str = ">=40") -> float:
+    """Write a multi-pass detector spec (``edge.detector.MultiPassDetector``) over exported
+    detectors that sit in the spec's folder, and choose its threshold on val."""
+    from edge.detector import MULTIPASS_FORMAT
+    out = Path(out)
+    for m in models:
+        if Path(m).resolve().parent != out.resolve().parent:
+            raise ValueError(f"{m}: pass models must sit in the spec's folder {out.parent}")
+        load_sidecar(m)  # each pass needs its anchor spec
+    spec = {"format": MULTIPASS_FORMAT,
+            "passes": [{"model": Path(m).name, "flip": flip} for m in models],
+            "pass_threshold": 0.05, "fusion_iou": fusion_iou, "score_threshold": 0.5}
+    out.write_text(json.dumps(spec, indent=1))
+    return choose_threshold(out, data_dir, tune_for)
+
+
 def choose_threshold(model_path: Path, data_dir: Path, tune_for: str = ">=40", also=(),
                      precision: float = 0.90) -> float:
     """Pick the operating threshold of an exported detector on val, through the device's own
     loader: the most recall at ``precision`` on the faces of ``tune_for`` (">=40" or "door").
     Writes it, the rule and the val figures into the sidecar of ``model_path`` (and of the
     models in ``also``)."""
-    from edge.detector import FaceDetector
+    from edge.detector import load_detector
     if tune_for not in TUNE_RANGES:
         raise ValueError(f"tune_for={tune_for!r}: expected one of {', '.join(TUNE_RANGES)}")
     val = load_voc_dataset(data_dir, "val")
-    det = FaceDetector(model_path, threads=os.cpu_count() or 1, threshold=0.05)
+    det = load_detector(model_path, threads=os.cpu_count() or 1, threshold=0.05)
     rec = DetectionRecords()
     for s in val:
         rec.add_faces(s, det.detect(cv2.imread(str(s.image))))

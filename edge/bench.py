@@ -160,9 +160,9 @@ def _estimates(det, cls) -> dict:
     """MACs of each model and estimated ms on devices that are not here (edge.opcount)."""
     from edge.opcount import estimates, op_counts
     out = {}
-    for name, path in (("detector", det.model.path), ("classifier per face", cls.model.path)):
-        macs, _ = op_counts(path)
-        out[name] = {"model": path.name, "mmacs": round(macs / 1e6, 1),
+    for name, paths in (("detector", det.model_paths()), ("classifier per face", [cls.model.path])):
+        macs = sum(op_counts(p)[0] for p in paths)
+        out[name] = {"model": "+".join(p.name for p in paths), "mmacs": round(macs / 1e6, 1),
                      "estimated_ms": estimates(macs)}
     return out
 
@@ -172,14 +172,14 @@ def run_bench(args) -> int:
     from pathlib import Path
 
     from edge.classifier import MaskClassifier
-    from edge.detector import FaceDetector
+    from edge.detector import load_detector
     from edge.peers import (AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir)
     from models import MASK_CLASSIFIER
 
     frames = _frames(args.source, args.frames)
-    det = FaceDetector(args.model, threads=args.threads)
+    det = load_detector(args.model, threads=args.threads)
     cls = MaskClassifier(MASK_CLASSIFIER, threads=args.threads)
-    rows = {f"maskdoor detector int8 {det.input_hw[1]}x{det.input_hw[0]} ({det.model.runtime})":
+    rows = {f"maskdoor detector {det.describe()}":
             _time(det.detect, frames)}
     found = [det.detect(f) for f in frames]
     faces = [(f, fs[0]) for f, fs in zip(frames, found) if fs]

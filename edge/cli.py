@@ -20,8 +20,9 @@ log = logging.getLogger("maskdoor")
 def _add_model_args(p: argparse.ArgumentParser, default: str = "full") -> None:
     from models import detector_path
     p.add_argument("--model", type=detector_path, default=detector_path(default),
-                   help="face detector: 'full' (shipped 448x448), 'door' (shipped 256x256) or a "
-                   f".tflite path (default: {default})")
+                   help="face detector: 'full' (shipped 448x448), 'door' (shipped 256x256), "
+                   "'accurate' (448 and 544, each mirrored too: 4 passes, most faces found, "
+                   f"slowest), a .tflite or a multi-pass .json (default: {default})")
     p.add_argument("--threads", type=int, default=1, help="interpreter CPU threads (default: 1)")
     p.add_argument("--threshold", type=float, default=None,
                    help="face score threshold (default: the model's, chosen on val)")
@@ -29,8 +30,8 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "full") -> None:
 
 
 def _detector(args):
-    from edge.detector import FaceDetector
-    return FaceDetector(args.model, threads=args.threads, threshold=args.threshold,
+    from edge.detector import load_detector
+    return load_detector(args.model, threads=args.threads, threshold=args.threshold,
                         edgetpu=args.edgetpu)
 
 

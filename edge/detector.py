@@ -6,6 +6,7 @@ holds the anchor spec that gives meaning to its output rows, and the default thr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ import numpy as np
 
 from edge import ssd
 from edge.errors import ModelError
+from edge.evaluate import face_arrays
 from edge.tflite import Model, load_sidecar, sidecar_path
 from edge.types import Box, Face
 
@@ -98,6 +100,20 @@ class FaceDetector:
     def input_hw(self) -> tuple[int, int]:
         return self.model.input_hw
 
+    @property
+    def score_threshold(self) -> float:
+        return self.decoder.score_threshold
+
+    def model_paths(self) -> list[Path]:
+        """The model run per image, once per run."""
+        return [self.model.path]
+
+    def describe(self) -> str:
+        """e.g. 'int8 448x448 (litert)'."""
+        h, w = self.input_hw
+        kind = "int8" if self.model.input.quantized else "float"
+        return f"{kind} {w}x{h} ({self.model.runtime})"
+
     def preprocess(self, image: np.ndarray) -> None:
         """Resize ``image`` (BGR uint8) straight into the interpreter's input tensor."""
         h, w = self.input_hw
@@ -126,3 +142,105 @@ class FaceDetector:
             self.preprocess(image)
         loc, scores = self.raw()
         return self.decoder(loc, scores, image.shape[1], image.shape[0], threshold)
+
+
+MULTIPASS_FORMAT = "maskdoor-multipass/1"
+
+
+class MultiPassDetector:
+    """Several passes of shipped SSD models over one image (input sizes, mirror images), fused
+    (``edge.ssd.fuse``): more faces found at the same precision, for the cost of every pass.
+    For photos (``maskdoor detect --model accurate``), not for the door's frame rate.
+
+    A JSON spec names the passes' models (paths relative to the spec), whether each is also run
+    on the mirrored image, the per-pass score floor, the fusion IoU and the default threshold
+    (chosen on val by ``python -m convert detector-multipass``).
+    """
+
+    def __init__(self, spec_path: str | Path, threads: int = 1, threshold: float | None = None,
+                 edgetpu: bool = False, runtime: str | None = None):
+        spec_path = Path(spec_path)
+        spec = read_multipass_spec(spec_path)
+        self.spec = spec
+        self.passes = [(FaceDetector(spec_path.parent / p["model"], threads=threads,
+                                     edgetpu=edgetpu, runtime=runtime), bool(p.get("flip")))
+                       for p in spec["passes"]]
+        self.pass_threshold = float(spec.get("pass_threshold", 0.05))
+        self.fusion_iou = float(spec.get("fusion_iou", 0.55))
+        self.score_threshold = float(spec["score_threshold"] if threshold is None else threshold)
+        self.meta = spec
+        self.model = self.passes[0][0].model  # names the detector in logs and `maskdoor check`
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.passes[0][0].input_hw
+
+    def pass_count(self) -> int:
+        return sum(2 if flip else 1 for _, flip in self.passes)
+
+    def model_paths(self) -> list[Path]:
+        """The models run per image, once per run (twice for a mirrored pass)."""
+        return [d.model.path for d, flip in self.passes for _ in range(1 + flip)]
+
+    def describe(self) -> str:
+        """e.g. 'int8 448x448+544x544, mirrored too: 4 passes (litert)'."""
+        first = self.passes[0][0]
+        kind = "int8" if first.model.input.quantized else "float"
+        sizes = "+".join(f"{d.input_hw[1]}x{d.input_hw[0]}" for d, _ in self.passes)
+        mirrored = ", mirrored too" if any(f for _, f in self.passes) else ""
+        return f"{kind} {sizes}{mirrored}: {self.pass_count()} passes ({first.model.runtime})"
+
+    def detect(self, image: np.ndarray, threshold: float | None = None,
+               lores: np.ndarray | None = None) -> list[Face]:
+        """Faces in ``image`` (BGR); ``lores`` is ignored (every pass resizes the full image)."""
+        if image is None or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError("detect() needs a BGR image of shape (height, width, 3)")
+        thr = self.score_threshold if threshold is None else threshold
+        w = image.shape[1]
+        mirrored = None
+        parts = []
+        for det, flip in self.passes:
+            parts.append(face_arrays(det.detect(image, threshold=self.pass_threshold)))
+            if flip:
+                if mirrored is None:
+                    mirrored = np.ascontiguousarray(image[:, ::-1])
+                boxes, scores = face_arrays(det.detect(mirrored, threshold=self.pass_threshold))
+                boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+                parts.append((boxes, scores))
+        boxes, scores = ssd.fuse(parts, self.fusion_iou)
+        keep = scores >= thr
+        return [Face(Box(*b.tolist()), float(s)) for b, s in zip(boxes[keep], scores[keep])]
+
+
+def read_multipass_spec(path: str | Path) -> dict:
+    """A multi-pass spec, checked: each pass names a model file that exists."""
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: detector spec not found; name a shipped detector ('full', "
+                         "'door', 'accurate') or an existing .tflite / .json file") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(spec, dict) or spec.get("format") != MULTIPASS_FORMAT:
+        raise ModelError(f"{path}: not a multi-pass detector spec (format must be "
+                         f"{MULTIPASS_FORMAT!r}); give the .tflite file for a single model")
+    passes = spec.get("passes")
+    if not isinstance(passes, list) or not passes or not all(
+            isinstance(p, dict) and isinstance(p.get("model"), str) for p in passes):
+        raise ModelError(f"{path}: 'passes' must be a non-empty list of {{\"model\": FILE, "
+                         "\"flip\": true|false}")
+    if "score_threshold" not in spec:
+        raise ModelError(f"{path}: 'score_threshold' missing; `python -m convert "
+                         "detector-multipass` chooses it on val")
+    for p in passes:
+        if not (path.parent / p["model"]).is_file():
+            raise ModelError(f"{path}: pass model {p['model']} not found beside the spec")
+    return spec
+
+
+def load_detector(model_path: str | Path, threads: int = 1, threshold: float | None = None,
+                  edgetpu: bool = False, runtime: str | None = None):
+    """A FaceDetector for a ``.tflite`` file, a MultiPassDetector for a ``.json`` spec."""
+    cls = MultiPassDetector if Path(model_path).suffix == ".json" else FaceDetector
+    return cls(model_path, threads=threads, threshold=threshold, edgetpu=edgetpu, runtime=runtime)

@@ -57,16 +57,16 @@ def format_table(rows: dict[str, dict]) -> str:
 
 
 def run_eval(args) -> int:
-    from edge.detector import FaceDetector
+    from edge.detector import load_detector
     from edge.peers import AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir
 
     split = None if args.split == "all" else args.split
     samples = load_voc_dataset(args.dataset, split)
     if args.limit:
         samples = samples[:args.limit]
-    ours = FaceDetector(args.model, threads=args.threads, edgetpu=args.edgetpu)
-    thr = ours.decoder.score_threshold if args.threshold is None else args.threshold
-    ours_name = f"maskdoor ({ours.model.runtime}, {'int8' if ours.model.input.quantized else 'float'})"
+    ours = load_detector(args.model, threads=args.threads, edgetpu=args.edgetpu)
+    thr = ours.score_threshold if args.threshold is None else args.threshold
+    ours_name = f"maskdoor {ours.describe()}"
     rows = {ours_name: score_detector(ours, samples, thr)}
     peers_dir = args.peers if args.peers is not None else find_weights_dir(args.dataset)
     use_peers = peers_dir is not None and str(peers_dir) != "none"

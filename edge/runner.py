@@ -43,9 +43,9 @@ SMALLEST_FACE_PX = 24  # at the detector's input; smaller faces are often missed
 
 def build_models(cfg):
     from edge.classifier import MaskClassifier
-    from edge.detector import FaceDetector
+    from edge.detector import load_detector
     from models import FACE_DETECTOR, MASK_CLASSIFIER, detector_path
-    det = FaceDetector(detector_path(cfg.detector.model or "door"), threads=cfg.detector.threads,
+    det = load_detector(detector_path(cfg.detector.model or "door"), threads=cfg.detector.threads,
                        threshold=cfg.detector.threshold or None, edgetpu=cfg.detector.edgetpu)
     close_px = cfg.policy.min_face_width_frac * det.input_hw[1]
     if close_px < SMALLEST_FACE_PX:
@@ -102,8 +102,8 @@ def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None)
         tracker = IoUTracker(cfg.tracker.iou, cfg.tracker.max_missed, cfg.tracker.votes)
         policy = DoorPolicy(device_id, cfg.policy.min_face_width_frac, cfg.policy.unmasked_frames,
                             cfg.policy.alarm_on_incorrect_mask, cfg.policy.cooldown_s)
-        log.info("watching %s as %s (detector %s, %s)", source.name, device_id,
-                 detector.model.path.name, detector.model.runtime)
+        log.info("watching %s as %s (detector %s %s)", source.name, device_id,
+                 detector.model.path.name, detector.describe())
         notifier.ready(f"watching {source.name}")
         stats = process_frames(reader, detector, classifier, tracker, policy, sinks,
                                max_frames=max_frames, stop=stop, notifier=notifier,

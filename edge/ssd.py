@@ -135,3 +135,37 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, top_k: int 
         ious = iou_matrix(boxes[i:i + 1], boxes[order[1:]])[0]
         order = order[1:][ious <= iou_threshold]
     return np.asarray(keep, np.int64)
+
+
+def fuse(parts: list[tuple[np.ndarray, np.ndarray]], iou_threshold: float = 0.55
+         ) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse the detections of several passes over one image (scales, flips).
+
+    ``parts``: per pass, boxes (N, 4) and scores (N,). Boxes are clustered greedily, best score
+    first, at IoU >= ``iou_threshold``; a cluster's box is the score-weighted mean of its boxes and
+    its score the mean over *all* passes of each pass's best score in it (a pass that missed the
+    face adds 0), so a face every pass agrees on outranks one a single pass saw."""
+    n = len(parts)
+    boxes = np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b, _ in parts]) if n \
+        else np.zeros((0, 4), np.float32)
+    scores = np.concatenate([np.asarray(s, np.float32).reshape(-1) for _, s in parts]) if n \
+        else np.zeros(0, np.float32)
+    if not len(scores):
+        return boxes, scores
+    source = np.concatenate([np.full(len(np.asarray(s).reshape(-1)), i) for i, (_, s) in
+                             enumerate(parts)])
+    ious = iou_matrix(boxes, boxes)
+    free = np.ones(len(scores), bool)
+    out_boxes, out_scores = [], []
+    for i in np.argsort(-scores, kind="stable"):
+        if not free[i]:
+            continue
+        members = np.flatnonzero(free & (ious[i] >= iou_threshold))
+        free[members] = False
+        w = scores[members]
+        out_boxes.append((boxes[members] * w[:, None]).sum(0) / w.sum())
+        best = np.zeros(n, np.float32)
+        np.maximum.at(best, source[members], w)
+        out_scores.append(best.sum() / n)
+    order = np.argsort(-np.asarray(out_scores), kind="stable")
+    return np.asarray(out_boxes, np.float32)[order], np.asarray(out_scores, np.float32)[order]

@@ -6,9 +6,10 @@ MODELS_DIR = Path(__file__).resolve().parent
 FACE_DETECTOR = MODELS_DIR / "face_detector.tflite"            # 448x448: faces near and far
 FACE_DETECTOR_DOOR = MODELS_DIR / "face_detector_door.tflite"  # 256x256: faces close to the door
 MASK_CLASSIFIER = MODELS_DIR / "mask_classifier.tflite"
-DETECTORS = {"full": FACE_DETECTOR, "door": FACE_DETECTOR_DOOR}
+FACE_DETECTOR_ACCURATE = MODELS_DIR / "face_detector_accurate.json"  # 448 + 544, mirrored too
+DETECTORS = {"full": FACE_DETECTOR, "door": FACE_DETECTOR_DOOR, "accurate": FACE_DETECTOR_ACCURATE}
 
 
 def detector_path(name: str | Path) -> Path:
-    """'door' or 'full' -> the shipped detector of that name; anything else is a path."""
+    """'door', 'full' or 'accurate' -> the shipped detector of that name; anything else is a path."""
     return DETECTORS.get(str(name), Path(name))

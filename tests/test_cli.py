@@ -38,6 +38,19 @@ def test_detect_faces_only_without_classifier(capsys):
     assert set(face) == {"box", "score"}
 
 
+def test_detect_with_the_accurate_detector(capsys):
+    assert main(["detect", "--json", "--model", "accurate", str(FIXTURE_IMAGES[1])]) == 0
+    (face,) = json.loads(capsys.readouterr().out)["faces"]
+    assert face["label"] in face["probs"]
+
+
+def test_eval_names_the_multi_pass_detector(capsys):
+    assert main(["eval", str(FIXTURES / "andrewmvd"), "--split", "all", "--json",
+                 "--peers", "none", "--classifier", "none", "--model", "accurate"]) == 0
+    (name, row), = json.loads(capsys.readouterr().out)["detectors"].items()
+    assert "4 passes" in name and row["recall"][">=40"] == 1.0
+
+
 def test_bad_files_are_named_others_still_processed(tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -88,7 +101,7 @@ def test_eval_side_by_side_with_opencv_res10(shared_weights, capsys):
     assert main(["eval", str(FIXTURES / "andrewmvd"), "--split", "all",
                  "--peers", str(shared_weights)]) == 0
     out = capsys.readouterr().out
-    assert "maskdoor (" in out and "opencv res10 (float)" in out
+    assert "maskdoor int8 448x448 (" in out and "opencv res10 (float)" in out
 
 
 def test_console_script_is_installed():

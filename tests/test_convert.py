@@ -58,3 +58,31 @@ def test_matching_marks_tiny_faces_ignored_and_forces_a_prior_per_face():
     pos = np.flatnonzero(labels == 1)
     decoded = ssd.decode(loc[pos], p[pos], s.variances) * 64
     np.testing.assert_allclose(decoded, np.repeat(boxes[:1], len(pos), 0), atol=1e-3)
+
+
+def test_multipass_spec_gets_its_threshold_on_val(tmp_path):
+    """`convert detector-multipass`: the spec over models in its folder, threshold chosen on
+    the val images of a (here tiny) dataset, loaded by the device's loader."""
+    import shutil
+
+    import pytest
+
+    from conftest import FIXTURES
+    from convert.detector import write_multipass
+    from edge.detector import MultiPassDetector, load_detector
+    from models import FACE_DETECTOR
+
+    data = tmp_path / "detect"
+    shutil.copytree(FIXTURES / "andrewmvd", data / "andrewmvd")
+    rows = [f"andrewmvd/images/{p.name},val" for p in (data / "andrewmvd" / "images").iterdir()]
+    (data / "splits.csv").write_text("image,split\n" + "\n".join(rows) + "\n")
+    for ext in (".tflite", ".json"):
+        shutil.copy(FACE_DETECTOR.with_suffix(ext), tmp_path / ("a" + ext))
+    with pytest.raises(ValueError, match="must sit in the spec's folder"):
+        write_multipass(tmp_path / "sub" / "s.json", [tmp_path / "a.tflite"], True, data)
+    thr = write_multipass(tmp_path / "s.json", [tmp_path / "a.tflite"], True, data)
+    det = load_detector(tmp_path / "s.json")
+    assert isinstance(det, MultiPassDetector) and det.pass_count() == 2
+    assert det.score_threshold == thr and 0.3 <= thr <= 1.0
+    spec = json.loads((tmp_path / "s.json").read_text())
+    assert spec["training"]["val_int8"]["recall"][">=40"] == 1.0  # every fixture face >= 40 px

@@ -1,0 +1,117 @@
+"""The multi-pass detector ('accurate'): fusion of passes, its spec, and the shipped one."""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, FIXTURE_IMAGES
+from edge.dataset import load_voc_dataset
+from edge.detector import FaceDetector, MultiPassDetector, load_detector
+from edge.errors import ModelError
+from edge.ssd import fuse
+from models import FACE_DETECTOR, FACE_DETECTOR_ACCURATE, detector_path
+
+
+def test_fuse_averages_boxes_by_score_and_scores_over_all_passes():
+    a = (np.array([[10, 10, 50, 50], [200, 200, 240, 240]], np.float32), np.array([0.9, 0.6]))
+    b = (np.array([[12, 10, 52, 50]], np.float32), np.array([0.3]))
+    boxes, scores = fuse([a, b], iou_threshold=0.55)
+    assert len(boxes) == 2
+    # the face both passes saw: mean of the two scores; its box leans to the surer pass
+    np.testing.assert_allclose(scores, [0.6, 0.3], atol=1e-6)
+    np.testing.assert_allclose(boxes[0], [(10 * 0.9 + 12 * 0.3) / 1.2, 10,
+                                          (50 * 0.9 + 52 * 0.3) / 1.2, 50], atol=1e-4)
+    np.testing.assert_allclose(boxes[1], [200, 200, 240, 240])
+
+
+def test_fuse_counts_a_pass_once_per_face_and_handles_nothing():
+    # two boxes of the same pass on one face: the pass counts with its best score only
+    a = (np.array([[0, 0, 40, 40], [1, 0, 41, 40]], np.float32), np.array([0.8, 0.7]))
+    b = (np.zeros((0, 4), np.float32), np.zeros(0))
+    boxes, scores = fuse([a, b])
+    np.testing.assert_allclose(scores, [0.4], atol=1e-6)
+    boxes, scores = fuse([b, b])
+    assert boxes.shape == (0, 4) and scores.shape == (0,)
+
+
+@pytest.fixture(scope="module")
+def accurate():
+    return load_detector(detector_path("accurate"))
+
+
+def test_shipped_accurate_detector(accurate):
+    assert isinstance(accurate, MultiPassDetector)
+    assert detector_path("accurate") == FACE_DETECTOR_ACCURATE
+    assert accurate.pass_count() == 4 and len(accurate.model_paths()) == 4
+    assert {p.name for p in accurate.model_paths()} == {"face_detector.tflite",
+                                                         "face_detector_544.tflite"}
+    assert 0.3 < accurate.score_threshold < 1.0
+    assert "4 passes" in accurate.describe()
+    assert isinstance(load_detector(FACE_DETECTOR), FaceDetector)
+
+
+@pytest.mark.parametrize("sample", load_voc_dataset(FIXTURES / "andrewmvd"),
+                         ids=lambda s: s.image.name)
+def test_accurate_finds_every_annotated_face_at_least_40px(accurate, sample):
+    faces = accurate.detect(cv2.imread(str(sample.image)))
+    for obj in sample.objects:
+        if obj.box.width >= 40:
+            best = max((f.box.iou(obj.box) for f in faces), default=0.0)
+            assert best >= 0.5, f"{obj.label} face {obj.box} missed (best IoU {best:.2f})"
+    for f in faces:
+        assert accurate.score_threshold <= f.score <= 1.0
+        assert 0 <= f.box.x1 < f.box.x2 <= sample.width
+
+
+def test_accurate_is_symmetric_and_quiet_on_empty_scenes(accurate):
+    image = cv2.imread(str(FIXTURE_IMAGES[0]))
+    w = image.shape[1]
+    a = sorted(accurate.detect(image), key=lambda f: f.box.x1)
+    b = sorted(accurate.detect(np.ascontiguousarray(image[:, ::-1])), key=lambda f: -f.box.x2)
+    assert len(a) == len(b) > 0
+    for fa, fb in zip(a, b):  # mirrored passes and mirrored image: the same faces, mirrored
+        assert abs(fa.box.x1 - (w - fb.box.x2)) < 2 and abs(fa.score - fb.score) < 0.02
+    assert accurate.detect(np.full((480, 640, 3), 128, np.uint8)) == []
+    with pytest.raises(ValueError, match="BGR image"):
+        accurate.detect(np.zeros((10, 10), np.uint8))
+
+
+def _spec(tmp_path, **change):
+    spec = json.loads(FACE_DETECTOR_ACCURATE.read_text())
+    spec.update(change)
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"format": "something-else"}, "not a multi-pass detector spec"),
+    ({"passes": []}, "'passes' must be a non-empty list"),
+    ({"passes": [{"model": "nowhere.tflite"}]}, "pass model nowhere.tflite not found"),
+])
+def test_bad_specs_are_clear_errors(tmp_path, change, message):
+    with pytest.raises(ModelError, match=message):
+        load_detector(_spec(tmp_path, **change))
+
+
+def test_spec_needs_a_threshold_and_must_exist(tmp_path):
+    spec = json.loads(FACE_DETECTOR_ACCURATE.read_text())
+    del spec["score_threshold"]
+    for p in spec["passes"]:
+        for ext in (".tflite", ".json"):
+            src = FACE_DETECTOR_ACCURATE.parent / p["model"].replace(".tflite", ext)
+            shutil.copy(src, tmp_path / src.name)
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    with pytest.raises(ModelError, match="'score_threshold' missing"):
+        load_detector(tmp_path / "s.json")
+    spec["score_threshold"] = 0.5
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    assert load_detector(tmp_path / "s.json", threshold=0.9).score_threshold == 0.9
+    with pytest.raises(ModelError, match="detector spec not found"):
+        load_detector(tmp_path / "absent.json")
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        load_detector(tmp_path / "broken.json")
