@@ -104,6 +104,10 @@ class FaceDetector:
     def score_threshold(self) -> float:
         return self.decoder.score_threshold
 
+    @property
+    def path(self) -> Path:
+        return self.model.path
+
     def model_paths(self) -> list[Path]:
         """The model run per image, once per run."""
         return [self.model.path]
@@ -161,6 +165,7 @@ class MultiPassDetector:
                  edgetpu: bool = False, runtime: str | None = None):
         spec_path = Path(spec_path)
         spec = read_multipass_spec(spec_path)
+        self.path = spec_path
         self.spec = spec
         self.passes = [(FaceDetector(spec_path.parent / p["model"], threads=threads,
                                      edgetpu=edgetpu, runtime=runtime), bool(p.get("flip")))

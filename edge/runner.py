@@ -103,7 +103,7 @@ def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None)
         policy = DoorPolicy(device_id, cfg.policy.min_face_width_frac, cfg.policy.unmasked_frames,
                             cfg.policy.alarm_on_incorrect_mask, cfg.policy.cooldown_s)
         log.info("watching %s as %s (detector %s %s)", source.name, device_id,
-                 detector.model.path.name, detector.describe())
+                 detector.path.name, detector.describe())
         notifier.ready(f"watching {source.name}")
         stats = process_frames(reader, detector, classifier, tracker, policy, sinks,
                                max_frames=max_frames, stop=stop, notifier=notifier,
