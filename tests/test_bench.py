@@ -34,3 +34,18 @@ def test_bench_json_rows(capsys, shared_weights):
     assert "aizoo ssd float" in report["peers_fps"]
     for name, ratio in report["ratio_vs_peers"].items():
         assert ratio == round(report["loop"]["1 thread"]["fps"] / report["peers_fps"][name], 2)
+
+
+def test_stage_times_of_a_multi_pass_detector_time_it_whole():
+    import cv2
+
+    from conftest import FIXTURE_IMAGES
+    from edge.bench import _stage_times
+    from edge.classifier import MaskClassifier
+    from edge.detector import load_detector
+    from models import MASK_CLASSIFIER, detector_path
+    frames = [cv2.imread(str(p)) for p in FIXTURE_IMAGES[:2]]
+    stages = _stage_times(load_detector(detector_path("accurate")), MaskClassifier(MASK_CLASSIFIER),
+                          frames)
+    assert set(stages) == {"detector", "classifier per face", "tracker and policy"}
+    assert all(v > 0 for v in stages.values())
