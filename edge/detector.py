@@ -166,7 +166,6 @@ class MultiPassDetector:
         spec_path = Path(spec_path)
         spec = read_multipass_spec(spec_path)
         self.path = spec_path
-        self.spec = spec
         self.passes = [(FaceDetector(spec_path.parent / p["model"], threads=threads,
                                      edgetpu=edgetpu, runtime=runtime), bool(p.get("flip")))
                        for p in spec["passes"]]
@@ -235,9 +234,10 @@ def read_multipass_spec(path: str | Path) -> dict:
             isinstance(p, dict) and isinstance(p.get("model"), str) for p in passes):
         raise ModelError(f"{path}: 'passes' must be a non-empty list of {{\"model\": FILE, "
                          "\"flip\": true|false}")
-    if "score_threshold" not in spec:
-        raise ModelError(f"{path}: 'score_threshold' missing; `python -m convert "
-                         "detector-multipass` chooses it on val")
+    thr = spec.get("score_threshold")
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 <= thr <= 1:
+        raise ModelError(f"{path}: 'score_threshold' missing or not a number from 0 to 1 "
+                         f"({thr!r}); `python -m convert detector-multipass` chooses it on val")
     for p in passes:
         if not (path.parent / p["model"]).is_file():
             raise ModelError(f"{path}: pass model {p['model']} not found beside the spec")

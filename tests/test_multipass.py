@@ -91,6 +91,7 @@ def _spec(tmp_path, **change):
     ({"format": "something-else"}, "not a multi-pass detector spec"),
     ({"passes": []}, "'passes' must be a non-empty list"),
     ({"passes": [{"model": "nowhere.tflite"}]}, "pass model nowhere.tflite not found"),
+    ({"score_threshold": "high"}, "'score_threshold' missing or not a number"),
 ])
 def test_bad_specs_are_clear_errors(tmp_path, change, message):
     with pytest.raises(ModelError, match=message):
@@ -105,7 +106,7 @@ def test_spec_needs_a_threshold_and_must_exist(tmp_path):
             src = FACE_DETECTOR_ACCURATE.parent / p["model"].replace(".tflite", ext)
             shutil.copy(src, tmp_path / src.name)
     (tmp_path / "s.json").write_text(json.dumps(spec))
-    with pytest.raises(ModelError, match="'score_threshold' missing"):
+    with pytest.raises(ModelError, match="'score_threshold' missing or not a number"):
         load_detector(tmp_path / "s.json")
     spec["score_threshold"] = 0.5
     (tmp_path / "s.json").write_text(json.dumps(spec))
