@@ -44,6 +44,8 @@ def main(argv=None) -> int:
                    help="start from these weights (a run's best.weights.h5) instead of res10's")
     t.add_argument("--select-on", choices=(">=40", "door"), default=">=40",
                    help="faces whose val recall picks the epoch (default: >=40)")
+    t.add_argument("--train-stem", action="store_true",
+                   help="train the first two blocks too (frozen by default; slower steps)")
 
     e = sub.add_parser("detector-export", help="quantise the selected detector to int8 TFLite")
     e.add_argument("--run", type=Path, default=ROOT / "runs" / "detector")
@@ -92,7 +94,8 @@ def main(argv=None) -> int:
         from convert.detector import train
         train(args.data / "detect", args.weights, args.out, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, sizes=tuple(args.sizes),
-              eval_size=args.eval_size, init=args.init, select_on=args.select_on)
+              eval_size=args.eval_size, init=args.init, select_on=args.select_on,
+              train_stem=args.train_stem)
     elif args.cmd == "detector-export":
         from convert.detector import export
         export(args.run, args.weights, args.data / "detect", args.out, args.size, args.calibration,

@@ -200,12 +200,13 @@ def specs_for(weights_dir: Path, sizes) -> dict[int, ssd.AnchorSpec]:
 def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, batch_size: int = 16,
           lr: float = 5e-4, sizes=TRAIN_SIZES, eval_size: int = EVAL_SIZE, seed: int = 0,
           max_steps: int | None = None, limit: int | None = None, init: Path | None = None,
-          select_on: str = ">=40") -> Path:
+          select_on: str = ">=40", train_stem: bool = False) -> Path:
     """Multi-scale fine-tuning: one set of weights that works at every size in ``sizes``.
 
     ``init``: weights to start from (a run's best.weights.h5) instead of OpenCV's res10;
     ``select_on``: the faces whose val recall (at precision 0.90) plus 0.1 x AP picks the epoch:
-    ">=40" (at least 40 px wide) or "door" (at least 10% of the image width)."""
+    ">=40" (at least 40 px wide) or "door" (at least 10% of the image width);
+    ``train_stem``: train the first two blocks too (frozen by default)."""
     if any(s % 64 for s in sizes):
         raise ValueError("training sizes must be multiples of 64 so every stride divides them")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -217,11 +218,12 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # batches are small; keep Caffe's statistics
-        if layer.name.startswith(("conv1", "layer_64")):
+        if not train_stem and layer.name.startswith(("conv1", "layer_64")):
             layer.trainable = False  # low-level filters transfer; saves the costliest backprop
     (out_dir / "config.json").write_text(json.dumps(
         {"sizes": list(sizes), "eval_size": eval_size, "epochs": epochs, "lr": lr,
          "batch_size": batch_size, "init": str(init) if init else None, "select_on": select_on,
+         "train_stem": train_stem,
          "prior_widths": FACE_PRIOR_WIDTHS,
          "prior_aspect": FACE_ASPECT}, indent=1))
     train_s = load_voc_dataset(data_dir, "train")
