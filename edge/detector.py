@@ -6,7 +6,6 @@ holds the anchor spec that gives meaning to its output rows, and the default thr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -15,7 +14,7 @@ import numpy as np
 from edge import ssd
 from edge.errors import ModelError
 from edge.evaluate import face_arrays
-from edge.tflite import Model, load_sidecar, sidecar_path
+from edge.tflite import Model, load_sidecar, read_json, sidecar_path
 from edge.types import Box, Face
 
 from models import FACE_DETECTOR as DEFAULT_MODEL  # noqa: E402
@@ -172,7 +171,6 @@ class MultiPassDetector:
         self.pass_threshold = float(spec.get("pass_threshold", 0.05))
         self.fusion_iou = float(spec.get("fusion_iou", 0.55))
         self.score_threshold = float(spec["score_threshold"] if threshold is None else threshold)
-        self.meta = spec
         self.model = self.passes[0][0].model  # names the detector in logs and `maskdoor check`
 
     @property
@@ -219,13 +217,8 @@ class MultiPassDetector:
 def read_multipass_spec(path: str | Path) -> dict:
     """A multi-pass spec, checked: each pass names a model file that exists."""
     path = Path(path)
-    try:
-        spec = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"{path}: detector spec not found; name a shipped detector ('full', "
-                         "'door', 'accurate') or an existing .tflite / .json file") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+    spec = read_json(path, "detector spec not found; name a shipped detector ('full', 'door', "
+                           "'accurate') or an existing .tflite / .json file")
     if not isinstance(spec, dict) or spec.get("format") != MULTIPASS_FORMAT:
         raise ModelError(f"{path}: not a multi-pass detector spec (format must be "
                          f"{MULTIPASS_FORMAT!r}); give the .tflite file for a single model")

@@ -146,14 +146,13 @@ def fuse(parts: list[tuple[np.ndarray, np.ndarray]], iou_threshold: float = 0.55
     its score the mean over *all* passes of each pass's best score in it (a pass that missed the
     face adds 0), so a face every pass agrees on outranks one a single pass saw."""
     n = len(parts)
-    boxes = np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b, _ in parts]) if n \
-        else np.zeros((0, 4), np.float32)
-    scores = np.concatenate([np.asarray(s, np.float32).reshape(-1) for _, s in parts]) if n \
-        else np.zeros(0, np.float32)
+    per_pass = [np.asarray(s, np.float32).reshape(-1) for _, s in parts]
+    boxes = np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b, _ in parts]
+                           + [np.zeros((0, 4), np.float32)])
+    scores = np.concatenate(per_pass + [np.zeros(0, np.float32)])
     if not len(scores):
         return boxes, scores
-    source = np.concatenate([np.full(len(np.asarray(s).reshape(-1)), i) for i, (_, s) in
-                             enumerate(parts)])
+    source = np.repeat(np.arange(n), [len(s) for s in per_pass])
     ious = iou_matrix(boxes, boxes)
     free = np.ones(len(scores), bool)
     out_boxes, out_scores = [], []

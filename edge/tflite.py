@@ -44,17 +44,23 @@ def sidecar_path(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
-def load_sidecar(model_path: str | Path, holds: str = "the settings") -> dict:
-    """Read a model's JSON sidecar; ``holds`` says what it holds, for the error message."""
-    path = sidecar_path(model_path)
+def read_json(path: str | Path, missing: str):
+    """A model's JSON file; ModelError naming the file when it is absent (``missing`` says why
+    it matters and the fix) or not valid JSON."""
+    path = Path(path)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise ModelError(f"{path}: missing; it holds {holds} of {Path(model_path).name}. "
-                         "Keep the .json beside the .tflite (both come from `python -m convert`)."
-                         ) from None
+        raise ModelError(f"{path}: {missing}") from None
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def load_sidecar(model_path: str | Path, holds: str = "the settings") -> dict:
+    """Read a model's JSON sidecar; ``holds`` says what it holds, for the error message."""
+    return read_json(sidecar_path(model_path),
+                     f"missing; it holds {holds} of {Path(model_path).name}. Keep the .json "
+                     "beside the .tflite (both come from `python -m convert`).")
 
 
 def _interpreter_module(prefer: str | None = None):
