@@ -88,6 +88,15 @@ def main(argv=None) -> int:
     x.add_argument("--out", type=Path, default=ROOT / "models" / "mask_classifier.tflite")
     x.add_argument("--calibration", type=int, default=400, help="train crops for calibration")
 
+    n = sub.add_parser("classifier-ensemble",
+                       help="average several exported classifiers: write the spec, flag "
+                       "threshold chosen on val")
+    n.add_argument("models", type=Path, nargs="+",
+                   help="exported classifiers (.tflite + .json), in the folder of --out")
+    n.add_argument("--out", type=Path, default=ROOT / "models" / "mask_classifier_pair.json")
+    n.add_argument("--cache", type=Path, default=ROOT / "runs" / "classifier" / "crops.npz",
+                   help="the crop cache of classifier-train (built from the data when missing)")
+
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "detector-train":
@@ -116,6 +125,9 @@ def main(argv=None) -> int:
     elif args.cmd == "classifier-export":
         from convert.classifier import export as export_classifier
         export_classifier(args.run, args.weights, args.data, args.out, args.calibration)
+    elif args.cmd == "classifier-ensemble":
+        from convert.classifier import write_ensemble
+        write_ensemble(args.out, args.models, args.data, args.cache)
     return 0
 
 

@@ -236,7 +236,6 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
     """Quantise a run's selected classifier to int8, check it agrees with float on val crops
     through the device's loader, and write ``out_path`` plus its JSON sidecar."""
     from convert.quantize import to_int8_tflite
-    from edge.tflite import Model
 
     best = json.loads((run_dir / "best.json").read_text())
     size = int(best["size"])
@@ -249,8 +248,7 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
     calib = [device_view(tr.images[i], size) for i in pick]
     to_int8_tflite(model, lambda: iter(calib), out_path)
     float_pred = predict(model, va, size)
-    q = Model(out_path, threads=os.cpu_count() or 1)
-    int8_pred = np.stack([q(device_view(c, size))[0][0] for c in va.images])
+    int8_pred = int8_probabilities(out_path, va)
     agree = float(np.mean(int8_pred.argmax(1) == float_pred.argmax(1)))
     meta = {
         "format": "maskdoor-classifier/1",
@@ -266,10 +264,20 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
                      "val_int8_float_agreement": round(agree, 4),
                      "calibration_crops": len(calib)},
     }
-    # The flag threshold on p(not properly masked), chosen on val crops of detect/ faces
-    # >= 40 px through the int8 model: the most unmasked recall with masked false alarm <= 2%.
+    meta["flag_threshold"], meta["training"]["val_flag_threshold_choice"] = \
+        choose_flag_threshold(va, int8_pred)
+    out_path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    log.info("exported %s (%.1f MB): int8/float agreement on %d val crops %.4f; flag threshold "
+             "%.2f (%s)", out_path, out_path.stat().st_size / 1e6, len(va.labels), agree,
+             meta["flag_threshold"], meta["training"]["val_flag_threshold_choice"])
+    return meta
+
+
+def choose_flag_threshold(va: CropSet, probs: np.ndarray) -> tuple[float, dict]:
+    """The flag threshold on p(not properly masked), chosen on the val crops of detect/ faces
+    >= 40 px: the most unmasked recall with masked false alarm <= 2%; and what it gives."""
     big = (va.source == "detect") & (va.width >= 40)
-    pu = int8_pred[big][:, 1:].sum(1)
+    pu = probs[big][:, 1:].sum(1)
     unmasked = va.labels[big] != 0
     best_t, best = 0.5, None
     for t in np.round(np.arange(0.30, 0.951, 0.01), 2):
@@ -277,15 +285,56 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
         key = (fa <= 0.02, rec if fa <= 0.02 else -fa)
         if best is None or key > best:
             best_t, best = float(t), key
-    meta["flag_threshold"] = best_t
     flagged = pu >= best_t
-    meta["training"]["val_flag_threshold_choice"] = {
+    return best_t, {
         "crops": int(big.sum()), "masked_false_alarm": round(float(np.mean(flagged[~unmasked])), 4),
         "unmasked_recall": round(float(np.mean(flagged[unmasked])), 4),
         "rule": "most unmasked recall with masked false alarm <= 0.02 on val detect/ crops "
                 ">= 40 px (int8)"}
-    out_path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-    log.info("exported %s (%.1f MB): int8/float agreement on %d val crops %.4f; flag threshold "
-             "%.2f (%s)", out_path, out_path.stat().st_size / 1e6, len(va.labels), agree, best_t,
-             meta["training"]["val_flag_threshold_choice"])
-    return meta
+
+
+def int8_probabilities(model_path: Path, crops: CropSet) -> np.ndarray:
+    """Class probabilities of an exported classifier on context crops, cut at its input size."""
+    from edge.tflite import Model
+    q = Model(model_path, threads=os.cpu_count() or 1)
+    size = q.input_hw[0]
+    p = np.stack([q(device_view(c, size))[0][0] for c in crops.images]).astype(np.float64)
+    return p / p.sum(1, keepdims=True)
+
+
+def crop_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
+    """The selection metrics of ``train`` (argmax verdicts) for probabilities on crops."""
+    pred = probs.argmax(1)
+    return {"val_accuracy": round(float(np.mean(pred == labels)), 4),
+            "val_balanced_accuracy": round(balanced_accuracy(labels, pred), 4),
+            "val_mask_vs_not": round(binary_accuracy(labels, pred), 4)}
+
+
+def write_ensemble(out_path: Path, models: list[Path], data_dir: Path,
+                   cache: Path | None = None) -> dict:
+    """An ensemble spec for exported classifiers (their probabilities averaged), its flag
+    threshold chosen on val crops like a single model's, with each member's val figures."""
+    from edge.classifier import ENSEMBLE_FORMAT, read_ensemble_spec
+    from edge.tflite import load_sidecar
+    out_path = Path(out_path)
+    for m in models:
+        if m.resolve().parent != out_path.resolve().parent:
+            raise ValueError(f"{m}: ensemble members must sit in the spec's folder "
+                             f"({out_path.parent})")
+        load_sidecar(m, "the labels and crop margin")
+    if cache is not None and cache.is_file():
+        va = load_crop_cache(data_dir, cache)[1]
+    else:
+        va = build_crops(data_dir, "val")
+    probs = [int8_probabilities(m, va) for m in models]
+    mean = np.mean(probs, axis=0)
+    spec = {"format": ENSEMBLE_FORMAT, "models": [m.name for m in models],
+            "combine": "mean of the members' probabilities"}
+    spec["flag_threshold"], choice = choose_flag_threshold(va, mean)
+    spec["val"] = {"crops": len(va.labels), "ensemble": crop_metrics(va.labels, mean),
+                   "members": {m.name: crop_metrics(va.labels, p) for m, p in zip(models, probs)},
+                   "flag_threshold_choice": choice}
+    out_path.write_text(json.dumps(spec, indent=1) + "\n")
+    read_ensemble_spec(out_path)
+    log.info("wrote %s: %s", out_path, json.dumps(spec["val"]))
+    return spec

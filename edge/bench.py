@@ -97,8 +97,8 @@ def _empty_scene_cpu(det, cls, image, fps: float = 15.0, frames: int = 150) -> d
     return out
 
 
-def _loop_fps(source: str, model: str, threads: int, frames: int, gate: bool = True,
-              every: int = 1) -> dict:
+def _loop_fps(source: str, model: str, classifier: str, threads: int, frames: int,
+              gate: bool = True, every: int = 1) -> dict:
     """Frames/s of the whole door loop (decode to sinks), in this process."""
     from edge import config
     from edge.app import SafeSinks, process_frames
@@ -111,7 +111,7 @@ def _loop_fps(source: str, model: str, threads: int, frames: int, gate: bool = T
 
     from edge.motion import gate_for
     cfg = config.load(None, {"camera.source": source, "detector.model": model,
-                             "detector.threads": threads,
+                             "classifier.model": classifier, "detector.threads": threads,
                              "classifier.threads": threads, "detector.motion_gate": gate,
                              "detector.every": every})
     det, cls = build_models(cfg)
@@ -129,7 +129,7 @@ def _loop_fps(source: str, model: str, threads: int, frames: int, gate: bool = T
     return stats.summary()
 
 
-def _run_subprocess(source: str, model: str, frames: int) -> dict:
+def _run_subprocess(source: str, model: str, classifier: str, frames: int) -> dict:
     """Start-up time and peak memory of a real `maskdoor run` (its own process)."""
     import os
     import subprocess
@@ -140,7 +140,8 @@ def _run_subprocess(source: str, model: str, frames: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "run.json"
         cfg = Path(tmp) / "config.toml"
-        cfg.write_text(f"[detector]\nmodel = {json.dumps(model)}\n")
+        cfg.write_text(f"[detector]\nmodel = {json.dumps(model)}\n"
+                       f"[classifier]\nmodel = {json.dumps(classifier)}\n")
         env = {**os.environ, "MASKDOOR_RUN_REPORT": str(report), "STATE_DIRECTORY": tmp}
         cmd = [str(exe), "run", "--config", str(cfg), "--source", source,
                "--max-frames", str(frames)]
@@ -169,7 +170,7 @@ def _estimates(det, cls) -> dict:
     """MACs of each model and estimated ms on devices that are not here (edge.opcount)."""
     from edge.opcount import estimates, op_counts
     out = {}
-    for name, paths in (("detector", det.model_paths()), ("classifier per face", [cls.model.path])):
+    for name, paths in (("detector", det.model_paths()), ("classifier per face", cls.model_paths())):
         macs = sum(op_counts(p)[0] for p in paths)
         out[name] = {"model": "+".join(p.name for p in paths), "mmacs": round(macs / 1e6, 1),
                      "estimated_ms": estimates(macs)}
@@ -180,23 +181,22 @@ def run_bench(args) -> int:
     import os
     from pathlib import Path
 
-    from edge.classifier import MaskClassifier
+    from edge.classifier import load_classifier
     from edge.detector import load_detector
     from edge.peers import (AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir)
-    from models import MASK_CLASSIFIER
 
     frames = _frames(args.source, args.frames)
     det = load_detector(args.model, threads=args.threads)
-    cls = MaskClassifier(MASK_CLASSIFIER, threads=args.threads)
+    cls = load_classifier(args.classifier, threads=args.threads)
     rows = {f"maskdoor detector {det.describe()}":
             _time(det.detect, frames)}
     found = [det.detect(f) for f in frames]
     faces = [(f, fs[0]) for f, fs in zip(frames, found) if fs]
     if faces:
-        rows[f"maskdoor classifier int8 {cls.size}x{cls.size}, per face"] = _time(
+        rows[f"maskdoor classifier {cls.describe()}, per face"] = _time(
             lambda fd: cls.classify(fd[0], [fd[1]]), faces)
         for batch in (True, False):  # four faces in a frame: one batch, or one call each
-            many = MaskClassifier(MASK_CLASSIFIER, threads=args.threads, batch=batch)
+            many = load_classifier(args.classifier, threads=args.threads, batch=batch)
             r = _time(lambda fd: many.classify(fd[0], [fd[1]] * 4), faces)
             rows[f"maskdoor classifier, 4 faces {'in one batch' if batch else 'one by one'}, "
                  "per face"] = {k: round(v / 4, 2) if k != "calls" else v for k, v in r.items()}
@@ -209,14 +209,17 @@ def run_bench(args) -> int:
     all_cores = os.cpu_count() or 1
     model = str(args.model)
     report["model"] = model
-    report["loop"] = {"1 thread": _loop_fps(args.source, model, 1, args.frames),
-                      f"{all_cores} threads": _loop_fps(args.source, model, all_cores, args.frames),
-                      "1 thread, no motion gating": _loop_fps(args.source, model, 1, args.frames,
-                                                              gate=False),
-                      "1 thread, detector every 2nd frame": _loop_fps(args.source, model, 1,
+    mc = str(cls.path)
+    report["classifier"] = mc
+    report["loop"] = {"1 thread": _loop_fps(args.source, model, mc, 1, args.frames),
+                      f"{all_cores} threads": _loop_fps(args.source, model, mc, all_cores,
+                                                        args.frames),
+                      "1 thread, no motion gating": _loop_fps(args.source, model, mc, 1,
+                                                              args.frames, gate=False),
+                      "1 thread, detector every 2nd frame": _loop_fps(args.source, model, mc, 1,
                                                                       args.frames, every=2)}
     report["empty_scene_15fps_percent_of_one_core"] = _empty_scene_cpu(det, cls, frames[0])
-    report["process"] = _run_subprocess(args.source, model, args.frames)
+    report["process"] = _run_subprocess(args.source, model, mc, args.frames)
     weights = args.peers or find_weights_dir(Path.cwd(), Path(__file__).resolve().parent)
     peers = {}
     if weights is not None and str(weights) != "none":

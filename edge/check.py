@@ -19,7 +19,7 @@ def run_checks(cfg) -> int:
         from edge.runner import build_models
         det, cls = build_models(cfg)
         ok &= _line(True, "models", f"detector {det.path.name} {det.describe()} and "
-                    f"{cls.model.path.name} {cls.size}px load with {det.model.runtime}")
+                    f"classifier {cls.path.name} {cls.describe()} load")
     except Exception as exc:
         ok &= _line(False, "models", str(exc))
     try:

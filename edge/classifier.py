@@ -1,7 +1,9 @@
 """The MobileNetV2 mask classifier: faces in a frame -> the same faces with a verdict.
 
 The ``.tflite`` says its input size and quantisation; the JSON beside it gives the class labels
-and the crop margin the model was trained with, so the device cuts faces the same way.
+and the crop margin the model was trained with, so the device cuts faces the same way. A JSON
+*ensemble spec* names several such models whose probabilities are averaged (the shipped default,
+``mask_classifier_pair.json``: the 96 px and 128 px models).
 """
 
 from __future__ import annotations
@@ -14,31 +16,74 @@ import numpy as np
 
 from edge.crops import face_crop
 from edge.errors import ModelError
-from edge.tflite import Model, load_sidecar, sidecar_path
+from edge.tflite import Model, load_sidecar, read_json, sidecar_path
 from edge.types import Face
 from models import MASK_CLASSIFIER as DEFAULT_MODEL
+from models import DEFAULT_CLASSIFIER, classifier_path
 
 log = logging.getLogger(__name__)
 
+ENSEMBLE_FORMAT = "maskdoor-classifier-ensemble/1"
+
 
 def optional_classifier(path: str | Path | None, threads: int = 1,
-                        edgetpu: bool = False) -> "MaskClassifier | None":
-    """The classifier a command was asked for: ``path``; 'none' for none; None for the shipped
-    one when it is installed."""
+                        edgetpu: bool = False):
+    """The classifier a command was asked for: ``path`` (a shipped name, a .tflite or an
+    ensemble .json); 'none' for none; None for the shipped default when it is installed."""
     if path is not None and str(path) == "none":
         return None
     if path is None:
-        if not DEFAULT_MODEL.is_file():
+        path = DEFAULT_CLASSIFIER
+        if not path.is_file():
             return None
-        path = DEFAULT_MODEL
-    return MaskClassifier(path, threads=threads, edgetpu=edgetpu)
+    return load_classifier(path, threads=threads, edgetpu=edgetpu)
 
 
-class MaskClassifier:
+def load_classifier(path: str | Path, threads: int = 1, edgetpu: bool = False,
+                    runtime: str | None = None, batch: bool = True):
+    """A MaskClassifier for a ``.tflite`` file, an EnsembleClassifier for a ``.json`` spec;
+    'pair' and 'single' name the shipped ones."""
+    path = classifier_path(path)
+    cls = EnsembleClassifier if path.suffix == ".json" else MaskClassifier
+    return cls(path, threads=threads, edgetpu=edgetpu, runtime=runtime, batch=batch)
+
+
+class _Verdicts:
+    """Verdicts from class probabilities: ``labels``, ``flag_threshold`` and
+    ``probabilities_batch`` come from the subclass."""
+
+    labels: tuple[str, ...]
+    flag_threshold: float
+
+    def verdict(self, p: np.ndarray) -> int:
+        """Index of the verdict for probabilities ``p`` (in ``self.labels`` order)."""
+        probs = dict(zip(self.labels, p))
+        if "with_mask" not in probs:
+            return int(np.argmax(p))
+        unmasked = [lab for lab in self.labels if lab != "with_mask"]
+        if sum(probs[lab] for lab in unmasked) >= self.flag_threshold:
+            return self.labels.index(max(unmasked, key=probs.get))
+        return self.labels.index("with_mask")
+
+    def classify(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+        if not faces:
+            return []
+        out = []
+        for face, p in zip(faces, self.probabilities_batch(image, faces)):
+            k = self.verdict(p)
+            out.append(replace(face, label=self.labels[k], label_score=float(p[k]),
+                               probs={lab: float(v) for lab, v in zip(self.labels, p)}))
+        return out
+
+
+class MaskClassifier(_Verdicts):
     """Load once, then ``classifier.classify(bgr_image, faces) -> faces with verdicts``."""
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, threads: int = 1,
                  edgetpu: bool = False, runtime: str | None = None, batch: bool = True):
+        if Path(model_path).suffix == ".json":
+            raise ModelError(f"{model_path}: a classifier ensemble spec; load it with "
+                             "edge.classifier.load_classifier")
         self.model = Model(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime)
         # Several faces in one frame go through the model as one batch where it allows
         # (not on the Edge TPU, whose compiled models have a fixed batch of one).
@@ -89,22 +134,75 @@ class MaskClassifier:
             p = np.exp(p - p.max(axis=1, keepdims=True))
         return p / p.sum(axis=1, keepdims=True)
 
-    def verdict(self, p: np.ndarray) -> int:
-        """Index of the verdict for probabilities ``p`` (in ``self.labels`` order)."""
-        probs = dict(zip(self.labels, p))
-        if "with_mask" not in probs:
-            return int(np.argmax(p))
-        unmasked = [lab for lab in self.labels if lab != "with_mask"]
-        if sum(probs[lab] for lab in unmasked) >= self.flag_threshold:
-            return self.labels.index(max(unmasked, key=probs.get))
-        return self.labels.index("with_mask")
+    @property
+    def path(self) -> Path:
+        return self.model.path
 
-    def classify(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
-        if not faces:
-            return []
-        out = []
-        for face, p in zip(faces, self.probabilities_batch(image, faces)):
-            k = self.verdict(p)
-            out.append(replace(face, label=self.labels[k], label_score=float(p[k]),
-                               probs={lab: float(v) for lab, v in zip(self.labels, p)}))
-        return out
+    def model_paths(self) -> list[Path]:
+        """The models run per face."""
+        return [self.model.path]
+
+    def describe(self) -> str:
+        """e.g. 'int8 96x96 (ai_edge_litert)'."""
+        kind = "int8" if self.model.input.quantized else "float"
+        return f"{kind} {self.size}x{self.size} ({self.model.runtime})"
+
+
+class EnsembleClassifier(_Verdicts):
+    """Several classifiers on the same faces, their probabilities averaged: fewer mistakes than
+    either alone for the cost of both. A JSON spec names the member models (paths relative to
+    the spec) and the flag threshold of the average (chosen on val by ``python -m convert
+    classifier-ensemble``)."""
+
+    def __init__(self, spec_path: str | Path, threads: int = 1, edgetpu: bool = False,
+                 runtime: str | None = None, batch: bool = True):
+        spec_path = Path(spec_path)
+        spec = read_ensemble_spec(spec_path)
+        self.path = spec_path
+        self.members = [MaskClassifier(spec_path.parent / m, threads=threads, edgetpu=edgetpu,
+                                       runtime=runtime, batch=batch) for m in spec["models"]]
+        first = self.members[0]
+        for m in self.members[1:]:
+            if m.labels != first.labels:
+                raise ModelError(f"{spec_path}: {m.path.name} has labels {m.labels}, "
+                                 f"{first.path.name} {first.labels}; members must agree")
+        self.labels = first.labels
+        self.flag_threshold = float(spec["flag_threshold"])
+        self.meta = spec
+        self.model = first.model  # names the classifier in logs and `maskdoor check`
+        self.size = max(m.size for m in self.members)
+
+    def probabilities_batch(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        return np.mean([m.probabilities_batch(image, faces) for m in self.members], axis=0)
+
+    def model_paths(self) -> list[Path]:
+        return [m.model.path for m in self.members]
+
+    def describe(self) -> str:
+        """e.g. 'int8 96x96+128x128, averaged (ai_edge_litert)'."""
+        first = self.members[0]
+        kind = "int8" if first.model.input.quantized else "float"
+        sizes = "+".join(f"{m.size}x{m.size}" for m in self.members)
+        return f"{kind} {sizes}, averaged ({first.model.runtime})"
+
+
+def read_ensemble_spec(path: str | Path) -> dict:
+    """An ensemble spec, checked: each member names a model file, and the threshold is sane."""
+    path = Path(path)
+    spec = read_json(path, "classifier spec not found; name a shipped classifier ('pair', "
+                           "'single') or an existing .tflite / .json file")
+    if not isinstance(spec, dict) or spec.get("format") != ENSEMBLE_FORMAT:
+        raise ModelError(f"{path}: not a classifier ensemble spec (format must be "
+                         f"{ENSEMBLE_FORMAT!r}); give the .tflite file for a single model")
+    models = spec.get("models")
+    if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
+        raise ModelError(f"{path}: 'models' must be a non-empty list of .tflite file names")
+    for m in models:
+        if not (path.parent / m).is_file():
+            raise ModelError(f"{path}: member model {m} not found beside the spec "
+                             f"({path.parent}); keep the spec and its models together")
+    thr = spec.get("flag_threshold")
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 < thr < 1:
+        raise ModelError(f"{path}: 'flag_threshold' missing or not a number between 0 and 1 "
+                         f"({thr!r}); `python -m convert classifier-ensemble` chooses it on val")
+    return spec

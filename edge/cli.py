@@ -29,6 +29,15 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "full") -> None:
     p.add_argument("--edgetpu", action="store_true", help="run on a Coral Edge TPU")
 
 
+def _add_classifier_arg(p: argparse.ArgumentParser, none: str | None) -> None:
+    from models import DEFAULT_CLASSIFIER, classifier_path
+    p.add_argument("--classifier", type=classifier_path,
+                   default=DEFAULT_CLASSIFIER if none is None else None,
+                   help="mask classifier: 'pair' (shipped 96 and 128 px models, averaged; the "
+                   "default), 'single' (the 96 px model alone), a .tflite or an ensemble .json"
+                   + (f"; 'none' {none}" if none else ""))
+
+
 def _detector(args):
     from edge.detector import load_detector
     return load_detector(args.model, threads=args.threads, threshold=args.threshold,
@@ -147,8 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     d.add_argument("--json", action="store_true", help="one JSON object per image per line")
     d.add_argument("--out", type=Path, help="write annotated copies into this folder")
-    d.add_argument("--classifier", type=Path, default=None,
-                   help="mask classifier .tflite (default: the shipped one); 'none' for faces only")
+    _add_classifier_arg(d, "for faces only")
     _add_model_args(d)
     d.set_defaults(func=cmd_detect)
 
@@ -160,8 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with res10's Caffe files for the side-by-side row "
                         "(default: a weights/ folder found beside the dataset); 'none' to skip")
     e.add_argument("--limit", type=int, default=None, help="only the first N images")
-    e.add_argument("--classifier", type=Path, default=None,
-                   help="mask classifier .tflite (default: the shipped one); 'none' to skip")
+    _add_classifier_arg(e, "to skip")
     e.add_argument("--roc", type=Path, default=None, help="write the classifier's ROC curve PNG")
     _add_model_args(e)
     e.set_defaults(func=cmd_eval)
@@ -190,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--peers", type=Path, default=None,
                    help="folder with res10's Caffe files (default: ../shared/weights if found)")
     _add_model_args(b, default="door")
+    _add_classifier_arg(b, None)
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("config", help="print the default config, or check a config file")

@@ -71,7 +71,9 @@ SCHEMA: dict[str, Section] = {
                        "the frames between, the tracker moves the faces at their speed", 1, 30),
     }),
     "classifier": Section("The mask classifier.", {
-        "model": Field("", str, "path of the .tflite (empty: the shipped mask_classifier.tflite)"),
+        "model": Field("", str, "'pair' (the shipped 96 px and 128 px models, averaged), "
+                       "'single' (the 96 px model alone: a third of the work, a little less "
+                       "accurate), or the path of a .tflite or ensemble .json (empty: 'pair')"),
         "threads": Field(1, int, "interpreter CPU threads", 1, 64),
         "edgetpu": Field(False, bool, "run on a Coral Edge TPU"),
     }),

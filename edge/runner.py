@@ -42,9 +42,9 @@ SMALLEST_FACE_PX = 24  # at the detector's input; smaller faces are often missed
 
 
 def build_models(cfg):
-    from edge.classifier import MaskClassifier
+    from edge.classifier import load_classifier
     from edge.detector import load_detector
-    from models import FACE_DETECTOR, MASK_CLASSIFIER, detector_path
+    from models import DEFAULT_CLASSIFIER, FACE_DETECTOR, detector_path
     det = load_detector(detector_path(cfg.detector.model or "door"), threads=cfg.detector.threads,
                        threshold=cfg.detector.threshold or None, edgetpu=cfg.detector.edgetpu)
     close_px = cfg.policy.min_face_width_frac * det.input_hw[1]
@@ -54,8 +54,8 @@ def build_models(cfg):
                     "detector's %dx%d input, too small to find reliably: %s "
                     "policy.min_face_width_frac", cfg.policy.min_face_width_frac, close_px,
                     det.input_hw[1], det.input_hw[0], fix)
-    cls = MaskClassifier(cfg.classifier.model or MASK_CLASSIFIER, threads=cfg.classifier.threads,
-                         edgetpu=cfg.classifier.edgetpu)
+    cls = load_classifier(cfg.classifier.model or DEFAULT_CLASSIFIER,
+                          threads=cfg.classifier.threads, edgetpu=cfg.classifier.edgetpu)
     return det, cls
 
 

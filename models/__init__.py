@@ -5,7 +5,9 @@ from pathlib import Path
 MODELS_DIR = Path(__file__).resolve().parent
 FACE_DETECTOR = MODELS_DIR / "face_detector.tflite"            # 448x448: faces near and far
 FACE_DETECTOR_DOOR = MODELS_DIR / "face_detector_door.tflite"  # 256x256: faces close to the door
-MASK_CLASSIFIER = MODELS_DIR / "mask_classifier.tflite"
+MASK_CLASSIFIER = MODELS_DIR / "mask_classifier.tflite"           # 96x96, alone: 'single'
+MASK_CLASSIFIER_128 = MODELS_DIR / "mask_classifier_128.tflite"   # 128x128, a member of 'pair'
+MASK_CLASSIFIER_PAIR = MODELS_DIR / "mask_classifier_pair.json"   # 96 + 128 averaged: the default
 FACE_DETECTOR_ACCURATE = MODELS_DIR / "face_detector_accurate.json"  # 448 + 544, mirrored too
 DETECTORS = {"full": FACE_DETECTOR, "door": FACE_DETECTOR_DOOR, "accurate": FACE_DETECTOR_ACCURATE}
 
@@ -13,3 +15,12 @@ DETECTORS = {"full": FACE_DETECTOR, "door": FACE_DETECTOR_DOOR, "accurate": FACE
 def detector_path(name: str | Path) -> Path:
     """'door', 'full' or 'accurate' -> the shipped detector of that name; anything else is a path."""
     return DETECTORS.get(str(name), Path(name))
+
+
+CLASSIFIERS = {"pair": MASK_CLASSIFIER_PAIR, "single": MASK_CLASSIFIER}
+DEFAULT_CLASSIFIER = MASK_CLASSIFIER_PAIR
+
+
+def classifier_path(name: str | Path) -> Path:
+    """'pair' or 'single' -> the shipped classifier of that name; anything else is a path."""
+    return CLASSIFIERS.get(str(name), Path(name))

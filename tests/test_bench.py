@@ -11,7 +11,7 @@ def test_bench_json_rows(capsys, shared_weights):
     assert report["frames"] == 12 and report["threads"] == 1
     names = list(report["rows"])
     assert any(n.startswith("maskdoor detector int8") for n in names)
-    assert any(n.startswith("maskdoor classifier int8") for n in names)
+    assert any(n.startswith("maskdoor classifier int8 96x96+128x128, averaged") for n in names)
     assert {"maskdoor classifier, 4 faces in one batch, per face",
             "maskdoor classifier, 4 faces one by one, per face",
             "maskdoor detector + classifier, frames with one face"} <= set(names)
@@ -22,7 +22,10 @@ def test_bench_json_rows(capsys, shared_weights):
                                         "tracker and policy"}
     assert "1 thread, detector every 2nd frame" in report["loop"]
     est = report["estimates"]
-    assert est["detector"]["mmacs"] > 10 * est["classifier per face"]["mmacs"] > 0
+    assert est["detector"]["mmacs"] > 5 * est["classifier per face"]["mmacs"] > 0
+    # the default classifier is the pair: both members' work counts per face
+    assert est["classifier per face"]["model"] == "mask_classifier.tflite+mask_classifier_128.tflite"
+    assert report["classifier"].endswith("mask_classifier_pair.json")
     assert all(ms > 0 for e in est.values() for ms in e["estimated_ms"].values())
     for loop in report["loop"].values():
         assert loop["frames"] == 12 and loop["fps"] > 0
