@@ -144,8 +144,7 @@ class MaskClassifier(_Verdicts):
 
     def describe(self) -> str:
         """e.g. 'int8 96x96 (ai_edge_litert)'."""
-        kind = "int8" if self.model.input.quantized else "float"
-        return f"{kind} {self.size}x{self.size} ({self.model.runtime})"
+        return f"{self.model.kind} {self.size}x{self.size} ({self.model.runtime})"
 
 
 class EnsembleClassifier(_Verdicts):
@@ -180,10 +179,8 @@ class EnsembleClassifier(_Verdicts):
 
     def describe(self) -> str:
         """e.g. 'int8 96x96+128x128, averaged (ai_edge_litert)'."""
-        first = self.members[0]
-        kind = "int8" if first.model.input.quantized else "float"
         sizes = "+".join(f"{m.size}x{m.size}" for m in self.members)
-        return f"{kind} {sizes}, averaged ({first.model.runtime})"
+        return f"{self.model.kind} {sizes}, averaged ({self.model.runtime})"
 
 
 def read_ensemble_spec(path: str | Path) -> dict:

@@ -114,8 +114,7 @@ class FaceDetector:
     def describe(self) -> str:
         """e.g. 'int8 448x448 (litert)'."""
         h, w = self.input_hw
-        kind = "int8" if self.model.input.quantized else "float"
-        return f"{kind} {w}x{h} ({self.model.runtime})"
+        return f"{self.model.kind} {w}x{h} ({self.model.runtime})"
 
     def preprocess(self, image: np.ndarray) -> None:
         """Resize ``image`` (BGR uint8) straight into the interpreter's input tensor."""
@@ -186,11 +185,10 @@ class MultiPassDetector:
 
     def describe(self) -> str:
         """e.g. 'int8 448x448+544x544, mirrored too: 4 passes (litert)'."""
-        first = self.passes[0][0]
-        kind = "int8" if first.model.input.quantized else "float"
         sizes = "+".join(f"{d.input_hw[1]}x{d.input_hw[0]}" for d, _ in self.passes)
         mirrored = ", mirrored too" if any(f for _, f in self.passes) else ""
-        return f"{kind} {sizes}{mirrored}: {self.pass_count()} passes ({first.model.runtime})"
+        return (f"{self.model.kind} {sizes}{mirrored}: {self.pass_count()} passes "
+                f"({self.model.runtime})")
 
     def detect(self, image: np.ndarray, threshold: float | None = None,
                lores: np.ndarray | None = None) -> list[Face]:

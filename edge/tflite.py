@@ -132,6 +132,11 @@ class Model:
         return self.inputs[0]
 
     @property
+    def kind(self) -> str:
+        """'int8' for a quantised input, else 'float' (for describing a model)."""
+        return "int8" if self.input.quantized else "float"
+
+    @property
     def input_hw(self) -> tuple[int, int]:
         """(height, width) of an NHWC image input."""
         return self.input.shape[1], self.input.shape[2]
