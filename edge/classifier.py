@@ -3,7 +3,7 @@
 The ``.tflite`` says its input size and quantisation; the JSON beside it gives the class labels
 and the crop margin the model was trained with, so the device cuts faces the same way. A JSON
 *ensemble spec* names several such models whose probabilities are averaged (the shipped default,
-``mask_classifier_pair.json``: the 96 px and 128 px models).
+``mask_classifier_pair.json``: the 96 px and 160 px models).
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ class EnsembleClassifier(_Verdicts):
         return [m.model.path for m in self.members]
 
     def describe(self) -> str:
-        """e.g. 'int8 96x96+128x128, averaged (ai_edge_litert)'."""
+        """e.g. 'int8 96x96+160x160, averaged (ai_edge_litert)'."""
         sizes = "+".join(f"{m.size}x{m.size}" for m in self.members)
         return f"{self.model.kind} {sizes}, averaged ({self.model.runtime})"
 

@@ -29,13 +29,14 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "full") -> None:
     p.add_argument("--edgetpu", action="store_true", help="run on a Coral Edge TPU")
 
 
-def _add_classifier_arg(p: argparse.ArgumentParser, none: str | None) -> None:
-    from models import DEFAULT_CLASSIFIER, classifier_path
+def _add_classifier_arg(p: argparse.ArgumentParser, none: str | None,
+                        default: str = "pair") -> None:
+    from models import classifier_path
     p.add_argument("--classifier", type=classifier_path,
-                   default=DEFAULT_CLASSIFIER if none is None else None,
-                   help="mask classifier: 'pair' (shipped 96 and 128 px models, averaged; the "
-                   "default), 'single' (the 96 px model alone), a .tflite or an ensemble .json"
-                   + (f"; 'none' {none}" if none else ""))
+                   default=classifier_path(default) if none is None else None,
+                   help="mask classifier: 'pair' (shipped 96 and 160 px models, averaged), "
+                   "'single' (the 96 px model alone: the appliance's), a .tflite or an ensemble "
+                   f".json (default: {default})" + (f"; 'none' {none}" if none else ""))
 
 
 def _detector(args):
@@ -197,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--peers", type=Path, default=None,
                    help="folder with res10's Caffe files (default: ../shared/weights if found)")
     _add_model_args(b, default="door")
-    _add_classifier_arg(b, None)
+    _add_classifier_arg(b, None, default="single")
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("config", help="print the default config, or check a config file")

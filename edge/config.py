@@ -71,9 +71,10 @@ SCHEMA: dict[str, Section] = {
                        "the frames between, the tracker moves the faces at their speed", 1, 30),
     }),
     "classifier": Section("The mask classifier.", {
-        "model": Field("", str, "'pair' (the shipped 96 px and 128 px models, averaged), "
-                       "'single' (the 96 px model alone: a third of the work, a little less "
-                       "accurate), or the path of a .tflite or ensemble .json (empty: 'pair')"),
+        "model": Field("single", str, "'single': the shipped 96 px model (fits a 10 ms frame "
+                       "with the 'door' detector); 'pair': the 96 px and 160 px models averaged "
+                       "(fewer wrong verdicts, about 3.5x the classifier time); or the path of a "
+                       ".tflite or ensemble .json"),
         "threads": Field(1, int, "interpreter CPU threads", 1, 64),
         "edgetpu": Field(False, bool, "run on a Coral Edge TPU"),
     }),

@@ -44,7 +44,7 @@ SMALLEST_FACE_PX = 24  # at the detector's input; smaller faces are often missed
 def build_models(cfg):
     from edge.classifier import load_classifier
     from edge.detector import load_detector
-    from models import DEFAULT_CLASSIFIER, FACE_DETECTOR, detector_path
+    from models import FACE_DETECTOR, detector_path
     det = load_detector(detector_path(cfg.detector.model or "door"), threads=cfg.detector.threads,
                        threshold=cfg.detector.threshold or None, edgetpu=cfg.detector.edgetpu)
     close_px = cfg.policy.min_face_width_frac * det.input_hw[1]
@@ -54,7 +54,7 @@ def build_models(cfg):
                     "detector's %dx%d input, too small to find reliably: %s "
                     "policy.min_face_width_frac", cfg.policy.min_face_width_frac, close_px,
                     det.input_hw[1], det.input_hw[0], fix)
-    cls = load_classifier(cfg.classifier.model or DEFAULT_CLASSIFIER,
+    cls = load_classifier(cfg.classifier.model or "single",
                           threads=cfg.classifier.threads, edgetpu=cfg.classifier.edgetpu)
     return det, cls
 

@@ -14,7 +14,7 @@ from edge.cli import main
 from edge.dataset import load_voc_dataset
 from edge.errors import ModelError
 from edge.types import Face
-from models import DEFAULT_CLASSIFIER, MASK_CLASSIFIER, MASK_CLASSIFIER_128, MASK_CLASSIFIER_PAIR
+from models import DEFAULT_CLASSIFIER, MASK_CLASSIFIER, MASK_CLASSIFIER_160, MASK_CLASSIFIER_PAIR
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,9 @@ def faces():
 def test_pair_is_the_default_and_averages_its_members(pair, faces):
     assert DEFAULT_CLASSIFIER == MASK_CLASSIFIER_PAIR
     assert isinstance(pair, EnsembleClassifier)
-    assert pair.model_paths() == [MASK_CLASSIFIER, MASK_CLASSIFIER_128]
-    assert pair.describe().startswith("int8 96x96+128x128, averaged")
-    single, big = MaskClassifier(MASK_CLASSIFIER), MaskClassifier(MASK_CLASSIFIER_128)
+    assert pair.model_paths() == [MASK_CLASSIFIER, MASK_CLASSIFIER_160]
+    assert pair.describe().startswith("int8 96x96+160x160, averaged")
+    single, big = MaskClassifier(MASK_CLASSIFIER), MaskClassifier(MASK_CLASSIFIER_160)
     assert pair.labels == single.labels == big.labels
     for image, fs in faces:
         want = (single.probabilities_batch(image, fs) + big.probabilities_batch(image, fs)) / 2
@@ -90,7 +90,7 @@ def test_bad_specs_are_clear_errors(tmp_path, change, message):
 
 def test_members_must_share_labels_and_files_must_exist(tmp_path):
     path = _spec(tmp_path)
-    side = tmp_path / MASK_CLASSIFIER_128.with_suffix(".json").name
+    side = tmp_path / MASK_CLASSIFIER_160.with_suffix(".json").name
     meta = json.loads(side.read_text())
     meta["labels"] = ["without_mask", "with_mask", "incorrect_mask"]
     side.write_text(json.dumps(meta))
@@ -123,7 +123,7 @@ def test_convert_writes_an_ensemble_spec_chosen_on_val(tmp_path):
     rows = [f"detect/andrewmvd/images/{p.name},val"
             for p in (data / "detect" / "andrewmvd" / "images").iterdir()]
     (data / "splits.csv").write_text("image,split\n" + "\n".join(rows) + "\n")
-    for name, src in (("a", MASK_CLASSIFIER), ("b", MASK_CLASSIFIER_128)):
+    for name, src in (("a", MASK_CLASSIFIER), ("b", MASK_CLASSIFIER_160)):
         for ext in (".tflite", ".json"):
             shutil.copy(src.with_suffix(ext), tmp_path / (name + ext))
     with pytest.raises(ValueError, match="must sit in the spec's folder"):
@@ -137,3 +137,12 @@ def test_convert_writes_an_ensemble_spec_chosen_on_val(tmp_path):
             if o.box.width >= 4 and o.box.height >= 4)
     assert spec["val"]["crops"] == n
     assert 0.3 <= spec["flag_threshold"] <= 0.95
+
+
+def test_the_appliance_uses_single_unless_configured():
+    from edge import config
+    from edge.runner import build_models
+    _, cls = build_models(config.load(None, {}))
+    assert isinstance(cls, MaskClassifier) and cls.model_paths() == [MASK_CLASSIFIER]
+    _, cls = build_models(config.load(None, {"classifier.model": "pair"}))
+    assert isinstance(cls, EnsembleClassifier)
