@@ -16,7 +16,7 @@ import numpy as np
 
 from edge.crops import face_crop
 from edge.errors import ModelError
-from edge.tflite import Model, load_sidecar, read_json, sidecar_path
+from edge.tflite import Model, OneModel, load_sidecar, read_spec, sidecar_path
 from edge.types import Face
 from models import MASK_CLASSIFIER as DEFAULT_MODEL
 from models import DEFAULT_CLASSIFIER, classifier_path
@@ -76,7 +76,7 @@ class _Verdicts:
         return out
 
 
-class MaskClassifier(_Verdicts):
+class MaskClassifier(_Verdicts, OneModel):
     """Load once, then ``classifier.classify(bgr_image, faces) -> faces with verdicts``."""
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, threads: int = 1,
@@ -134,14 +134,6 @@ class MaskClassifier(_Verdicts):
             p = np.exp(p - p.max(axis=1, keepdims=True))
         return p / p.sum(axis=1, keepdims=True)
 
-    @property
-    def path(self) -> Path:
-        return self.model.path
-
-    def model_paths(self) -> list[Path]:
-        """The models run per face."""
-        return [self.model.path]
-
     def describe(self) -> str:
         """e.g. 'int8 96x96 (ai_edge_litert)'."""
         return f"{self.model.kind} {self.size}x{self.size} ({self.model.runtime})"
@@ -186,11 +178,8 @@ class EnsembleClassifier(_Verdicts):
 def read_ensemble_spec(path: str | Path) -> dict:
     """An ensemble spec, checked: each member names a model file, and the threshold is sane."""
     path = Path(path)
-    spec = read_json(path, "classifier spec not found; name a shipped classifier ('pair', "
-                           "'single') or an existing .tflite / .json file")
-    if not isinstance(spec, dict) or spec.get("format") != ENSEMBLE_FORMAT:
-        raise ModelError(f"{path}: not a classifier ensemble spec (format must be "
-                         f"{ENSEMBLE_FORMAT!r}); give the .tflite file for a single model")
+    spec = read_spec(path, ENSEMBLE_FORMAT, "classifier ensemble", "classifier",
+                     "'pair', 'single'")
     models = spec.get("models")
     if not isinstance(models, list) or not models or not all(isinstance(m, str) for m in models):
         raise ModelError(f"{path}: 'models' must be a non-empty list of .tflite file names")

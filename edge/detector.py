@@ -14,7 +14,7 @@ import numpy as np
 from edge import ssd
 from edge.errors import ModelError
 from edge.evaluate import face_arrays
-from edge.tflite import Model, load_sidecar, read_json, sidecar_path
+from edge.tflite import Model, OneModel, load_sidecar, read_spec, sidecar_path
 from edge.types import Box, Face
 
 from models import FACE_DETECTOR as DEFAULT_MODEL  # noqa: E402
@@ -64,7 +64,7 @@ class SSDDecoder:
         return faces, np.asarray(rows, np.int64)
 
 
-class FaceDetector:
+class FaceDetector(OneModel):
     """Load once, then ``detector.detect(bgr_image) -> list[Face]`` per frame.
 
     ``threshold`` overrides the model's default face score threshold; ``threads`` and
@@ -102,14 +102,6 @@ class FaceDetector:
     @property
     def score_threshold(self) -> float:
         return self.decoder.score_threshold
-
-    @property
-    def path(self) -> Path:
-        return self.model.path
-
-    def model_paths(self) -> list[Path]:
-        """The model run per image, once per run."""
-        return [self.model.path]
 
     def describe(self) -> str:
         """e.g. 'int8 448x448 (litert)'."""
@@ -215,11 +207,8 @@ class MultiPassDetector:
 def read_multipass_spec(path: str | Path) -> dict:
     """A multi-pass spec, checked: each pass names a model file that exists."""
     path = Path(path)
-    spec = read_json(path, "detector spec not found; name a shipped detector ('full', 'door', "
-                           "'accurate') or an existing .tflite / .json file")
-    if not isinstance(spec, dict) or spec.get("format") != MULTIPASS_FORMAT:
-        raise ModelError(f"{path}: not a multi-pass detector spec (format must be "
-                         f"{MULTIPASS_FORMAT!r}); give the .tflite file for a single model")
+    spec = read_spec(path, MULTIPASS_FORMAT, "multi-pass detector", "detector",
+                     "'full', 'door', 'accurate'")
     passes = spec.get("passes")
     if not isinstance(passes, list) or not passes or not all(
             isinstance(p, dict) and isinstance(p.get("model"), str) for p in passes):

@@ -56,6 +56,17 @@ def read_json(path: str | Path, missing: str):
         raise ModelError(f"{path}: not valid JSON ({exc})") from exc
 
 
+def read_spec(path: str | Path, fmt: str, title: str, kind: str, names: str) -> dict:
+    """A JSON spec that combines several models, its ``format`` checked: ``title`` names the
+    spec ('multi-pass detector'), ``kind`` the model ('detector') and ``names`` the shipped ones."""
+    spec = read_json(path, f"{kind} spec not found; name a shipped {kind} ({names}) or an "
+                           "existing .tflite / .json file")
+    if not isinstance(spec, dict) or spec.get("format") != fmt:
+        raise ModelError(f"{path}: not a {title} spec (format must be {fmt!r}); give the "
+                         ".tflite file for a single model")
+    return spec
+
+
 def load_sidecar(model_path: str | Path, holds: str = "the settings") -> dict:
     """Read a model's JSON sidecar; ``holds`` says what it holds, for the error message."""
     return read_json(sidecar_path(model_path),
@@ -201,3 +212,17 @@ class Model:
                 return i
         raise ModelError(f"{self.path}: no output named like {fragment!r} "
                          f"(outputs: {[o.name for o in self.outputs]})")
+
+
+class OneModel:
+    """Mixin for a wrapper around one ``Model`` (``self.model``): its file, alone and as the
+    list of models run per call (which several-model wrappers also give)."""
+
+    model: Model
+
+    @property
+    def path(self) -> Path:
+        return self.model.path
+
+    def model_paths(self) -> list[Path]:
+        return [self.model.path]
