@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from edge.errors import MaskdoorError
+from models import CLASSIFIERS, DETECTORS
 
 DEFAULT_PATH = Path("/etc/maskdoor/config.toml")
 
@@ -32,6 +33,7 @@ class Field:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple | None = None
+    models: tuple | None = None  # shipped model names; any other value must be a .tflite/.json path
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ SCHEMA: dict[str, Section] = {
         "model": Field("door", str, "'door': the shipped 256x256 detector, for faces close to the "
                        "door (fastest); 'full': the shipped 448x448 one, which also finds small "
                        "faces far away; 'accurate': four passes of 448 and 544 (for photos, too slow for "
-                       "a camera); or the path of a .tflite or multi-pass .json"),
+                       "a camera); or the path of a .tflite or multi-pass .json",
+                       models=tuple(DETECTORS)),
         "threads": Field(1, int, "interpreter CPU threads", 1, 64),
         "threshold": Field(0.0, float, "face score threshold (0: the model's own, chosen on val)",
                            0.0, 1.0),
@@ -74,7 +77,7 @@ SCHEMA: dict[str, Section] = {
         "model": Field("single", str, "'single': the shipped 96 px model (fits a 10 ms frame "
                        "with the 'door' detector); 'pair': the 96 px and 160 px models averaged "
                        "(fewer wrong verdicts, about 3.5x the classifier time); or the path of a "
-                       ".tflite or ensemble .json"),
+                       ".tflite or ensemble .json", models=tuple(CLASSIFIERS)),
         "threads": Field(1, int, "interpreter CPU threads", 1, 64),
         "edgetpu": Field(False, bool, "run on a Coral Edge TPU"),
     }),
@@ -145,6 +148,12 @@ def _check(path: str, field: Field, value: Any) -> Any:
         raise ConfigError(f"{path} = {value!r}: must be between {field.minimum} and {field.maximum}")
     if field.choices and value not in field.choices:
         raise ConfigError(f"{path} = {value!r}: must be one of {', '.join(field.choices)}")
+    if field.models and value and value not in field.models and \
+            Path(value).suffix not in (".tflite", ".json"):
+        near = difflib.get_close_matches(value, field.models, n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise ConfigError(f"{path} = {value!r}: neither a shipped model "
+                          f"({', '.join(field.models)}) nor the path of a .tflite or .json{hint}")
     return value
 
 

@@ -31,6 +31,9 @@ def test_printed_default_parses_back_to_the_defaults(capsys):
     ("[cam]\n", "unknown section '[cam]'; did you mean '[camera]'?"),
     ("[service]\nlog_level = 'LOUD'\n", "service.log_level = 'LOUD': must be one of"),
     ("[mqtt\n", "not valid TOML"),
+    ("[classifier]\nmodel = 'pari'\n", "classifier.model = 'pari': neither a shipped model "
+     "(pair, single) nor the path of a .tflite or .json; did you mean 'pair'?"),
+    ("[detector]\nmodel = 'dor'\n", "did you mean 'door'?"),
 ])
 def test_bad_config_names_the_key(tmp_path, toml, message):
     p = tmp_path / "c.toml"
@@ -71,3 +74,10 @@ def test_state_dir_rule(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert config.state_dir(cfg) == tmp_path / "home" / ".local" / "state" / "maskdoor"
+
+
+def test_model_keys_take_shipped_names_or_model_paths():
+    for model in ("pair", "single", "", "/opt/models/mine.tflite", "my_pair.json"):
+        assert config.load(None, {"classifier.model": model}).classifier.model == model
+    for model in ("door", "full", "accurate", "det.tflite"):
+        assert config.load(None, {"detector.model": model}).detector.model == model
