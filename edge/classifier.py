@@ -159,15 +159,13 @@ class EnsembleClassifier(_Verdicts):
                                  f"{first.path.name} {first.labels}; members must agree")
         self.labels = first.labels
         self.flag_threshold = float(spec["flag_threshold"])
-        self.meta = spec
         self.model = first.model  # names the classifier in logs and `maskdoor check`
-        self.size = max(m.size for m in self.members)
 
     def probabilities_batch(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         return np.mean([m.probabilities_batch(image, faces) for m in self.members], axis=0)
 
     def model_paths(self) -> list[Path]:
-        return [m.model.path for m in self.members]
+        return [m.path for m in self.members]
 
     def describe(self) -> str:
         """e.g. 'int8 96x96+160x160, averaged (ai_edge_litert)'."""
