@@ -46,6 +46,18 @@ def main(argv=None) -> int:
                    help="faces whose val recall picks the epoch (default: >=40)")
     t.add_argument("--train-stem", action="store_true",
                    help="train the first two blocks too (frozen by default; slower steps)")
+    t.add_argument("--ignore", type=Path, default=None,
+                   help="regions of train images to ignore (likely unannotated faces), from "
+                   "`detector-pseudo-ignore`")
+
+    g = sub.add_parser("detector-pseudo-ignore",
+                       help="find likely unannotated faces in the train images, to ignore in "
+                       "training")
+    g.add_argument("--model", type=Path, default=ROOT / "models" / "face_detector.tflite")
+    g.add_argument("--min-score", type=float, default=0.6,
+                   help="detections at least this confident and on no annotated face "
+                   "(default: 0.6)")
+    g.add_argument("--out", type=Path, default=ROOT / "runs" / "pseudo_ignore.json")
 
     e = sub.add_parser("detector-export", help="quantise the selected detector to int8 TFLite")
     e.add_argument("--run", type=Path, default=ROOT / "runs" / "detector")
@@ -72,6 +84,9 @@ def main(argv=None) -> int:
     m.add_argument("--no-flip", dest="flip", action="store_false",
                    help="do not also run each model on the mirrored image")
     m.add_argument("--fusion-iou", type=float, default=0.55)
+    m.add_argument("--max-face", type=float, default=None, metavar="PX",
+                   help="every model but the first reports only faces up to PX wide at its own "
+                   "input (they are there for small faces); default: no limit")
 
     c = sub.add_parser("classifier-train", help="train MobileNetV2 mask classifiers, select on val")
     c.add_argument("--out", type=Path, default=ROOT / "runs" / "classifier")
@@ -104,7 +119,10 @@ def main(argv=None) -> int:
         train(args.data / "detect", args.weights, args.out, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, sizes=tuple(args.sizes),
               eval_size=args.eval_size, init=args.init, select_on=args.select_on,
-              train_stem=args.train_stem)
+              train_stem=args.train_stem, ignore=args.ignore)
+    elif args.cmd == "detector-pseudo-ignore":
+        from convert.detector import pseudo_ignore
+        pseudo_ignore(args.model, args.data / "detect", args.out, args.min_score)
     elif args.cmd == "detector-export":
         from convert.detector import export
         export(args.run, args.weights, args.data / "detect", args.out, args.size, args.calibration,
@@ -114,7 +132,8 @@ def main(argv=None) -> int:
         choose_threshold(args.model, args.data / "detect", args.tune_for)
     elif args.cmd == "detector-multipass":
         from convert.detector import write_multipass
-        write_multipass(args.out, args.models, args.flip, args.data / "detect", args.fusion_iou)
+        write_multipass(args.out, args.models, args.flip, args.data / "detect", args.fusion_iou,
+                        max_face=args.max_face)
     elif args.cmd == "classifier-train":
         from convert.classifier import train as train_classifier
         cache = args.out / "crops.npz"

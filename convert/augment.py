@@ -79,12 +79,15 @@ def photometric(rng, img):
 
 
 def augment(rng, img, boxes, out_hw):
-    """One training view at ``out_hw`` (h, w); returns (image, boxes in output pixels)."""
+    """One training view at ``out_hw`` (h, w); returns (image, boxes in output pixels, the
+    indices of the input boxes those are: a crop drops the boxes whose centres fall outside)."""
     boxes = boxes.astype(np.float32)
+    kept = np.arange(len(boxes))
     if rng.random() < 0.4:
         img, boxes = zoom_out(rng, img, boxes)
     if rng.random() < 0.8:
-        img, boxes, _ = random_crop(rng, img, boxes)
+        img, boxes, inside = random_crop(rng, img, boxes)
+        kept = kept[inside]
     h, w = img.shape[:2]
     oh, ow = out_hw
     interp = [cv2.INTER_LINEAR, cv2.INTER_AREA, cv2.INTER_NEAREST, cv2.INTER_CUBIC][rng.integers(4)]
@@ -93,4 +96,4 @@ def augment(rng, img, boxes, out_hw):
     if rng.random() < 0.5:
         img = img[:, ::-1].copy()
         boxes = np.stack([ow - boxes[:, 2], boxes[:, 1], ow - boxes[:, 0], boxes[:, 3]], 1)
-    return photometric(rng, img), boxes
+    return photometric(rng, img), boxes, kept

@@ -65,8 +65,13 @@ def build(weights_dir: Path, input_hw=(320, 320)):
     return model, (face_anchor_spec(caffe_spec) if caffe_spec is not None else None)
 
 
-def match_targets(prior_cs: np.ndarray, prior_corner: np.ndarray, boxes: np.ndarray, hw, variances):
-    """Per-prior labels (1 face, 0 background, -1 ignore) and loc targets for one image."""
+def match_targets(prior_cs: np.ndarray, prior_corner: np.ndarray, boxes: np.ndarray, hw, variances,
+                  ignore: np.ndarray | None = None):
+    """Per-prior labels (1 face, 0 background, -1 ignore) and loc targets for one image.
+
+    ``ignore`` marks boxes that are ignore regions, not faces to learn (e.g. likely faces the
+    annotators missed): like faces too small to learn, the priors on them are neither faces
+    nor background."""
     h, w = hw
     n = len(prior_cs)
     labels = np.zeros(n, np.int32)
@@ -76,6 +81,8 @@ def match_targets(prior_cs: np.ndarray, prior_corner: np.ndarray, boxes: np.ndar
     norm = boxes / np.array([w, h, w, h], np.float32)
     bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     valid = (bw >= MIN_BOX_PX) & (bh >= MIN_BOX_PX)
+    if ignore is not None:
+        valid &= ~np.asarray(ignore, bool)
     ious = ssd.iou_matrix(prior_corner, norm)  # (N, M)
     if (~valid).any():
         labels[(ious[:, ~valid] >= IGNORE_IOU).any(1)] = -1
@@ -113,8 +120,11 @@ def ssd_loss(labels, loc_t, loc_p, conf_p, neg_ratio=3.0, min_neg=16):
     return conf_loss, loc_loss
 
 
-def load_images(samples, max_side: int):
-    """Decode once, shrink to ``max_side``; returns [(image, boxes in its pixels)]."""
+def load_images(samples, max_side: int, ignore: dict | None = None):
+    """Decode once, shrink to ``max_side``; returns [(image, boxes in its pixels, which of the
+    boxes are ignore regions)]: the annotated faces, then ``ignore[image name]`` (see
+    :func:`read_ignore`)."""
+    ignore = ignore or {}
     out = []
     for s in samples:
         img = cv2.imread(str(s.image))
@@ -126,10 +136,71 @@ def load_images(samples, max_side: int):
         if f < 1.0:
             img = cv2.resize(img, (int(w * f), int(h * f)), interpolation=cv2.INTER_AREA)
         sx, sy = img.shape[1] / w, img.shape[0] / h
-        boxes = np.array([[o.box.x1 * sx, o.box.y1 * sy, o.box.x2 * sx, o.box.y2 * sy]
-                          for o in s.objects], np.float32).reshape(-1, 4)
-        out.append((img, boxes))
+        extra = ignore.get(image_key(s.image), [])
+        boxes = np.array([[o.box.x1, o.box.y1, o.box.x2, o.box.y2] for o in s.objects] + extra,
+                         np.float32).reshape(-1, 4) * np.array([sx, sy, sx, sy], np.float32)
+        flags = np.arange(len(boxes)) >= len(s.objects)
+        out.append((img, boxes, flags))
     return out
+
+
+def image_key(path) -> str:
+    """An image's name in an ignore file: its source folder and file name."""
+    path = Path(path)
+    return f"{path.parent.parent.name}/{path.name}"
+
+
+IGNORE_FORMAT = "maskdoor-ignore/1"
+
+
+def read_ignore(path: Path) -> dict[str, list]:
+    """An ignore file (written by :func:`pseudo_ignore`): image key -> boxes in image pixels."""
+    try:
+        spec = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{path}: cannot read the ignore file ({e}); write it with "
+                         "`python -m convert detector-pseudo-ignore`")
+    if not isinstance(spec, dict) or spec.get("format") != IGNORE_FORMAT or not isinstance(
+            spec.get("images"), dict):
+        raise SystemExit(f"{path}: not a {IGNORE_FORMAT} file with an 'images' object; write it "
+                         "with `python -m convert detector-pseudo-ignore`")
+    return spec["images"]
+
+
+def pseudo_ignore(model_path: Path, data_dir: Path, out: Path, min_score: float = 0.6,
+                  match_iou: float = 0.3) -> dict:
+    """Likely faces the annotators missed, to be ignored (not learned as background) in training.
+
+    The detector ``model_path`` runs on each train image and on its mirror; a detection scoring
+    at least ``min_score`` that overlaps no annotated face at IoU >= ``match_iou`` becomes an
+    ignore box (boxes of the two views are merged by NMS). Training otherwise teaches the
+    detector that unannotated faces are background, which costs recall on real faces."""
+    from edge.detector import FaceDetector
+    from edge.evaluate import face_arrays
+    from edge.images import read_image
+
+    det = FaceDetector(model_path)
+    images, total = {}, 0
+    for s in load_voc_dataset(data_dir, "train"):
+        img = read_image(s.image)
+        w = img.shape[1]
+        b1, s1 = face_arrays(det.detect(img, threshold=min_score))
+        b2, s2 = face_arrays(det.detect(np.ascontiguousarray(img[:, ::-1]), threshold=min_score))
+        b2[:, [0, 2]] = w - b2[:, [2, 0]]
+        boxes, scores = np.concatenate([b1, b2]), np.concatenate([s1, s2])
+        boxes = boxes[ssd.nms(boxes, scores, 0.45)] if len(boxes) else boxes
+        gt = np.asarray(s.boxes, np.float32).reshape(-1, 4)
+        if len(boxes) and len(gt):
+            boxes = boxes[ssd.iou_matrix(boxes, gt).max(1) < match_iou]
+        if len(boxes):
+            images[image_key(s.image)] = np.round(boxes, 1).tolist()
+            total += len(boxes)
+    spec = {"format": IGNORE_FORMAT, "model": str(model_path), "min_score": min_score,
+            "match_iou": match_iou, "boxes": total, "images": images}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(spec, indent=0))
+    log.info("%s: %d ignore boxes in %d train images", out, total, len(images))
+    return spec
 
 
 def batches(data, specs: dict[int, ssd.AnchorSpec], batch_size: int, seed: int,
@@ -149,8 +220,10 @@ def batches(data, specs: dict[int, ssd.AnchorSpec], batch_size: int, seed: int,
             hw = spec.input_size
             xs, ls, locs = [], [], []
             for j in order[i:i + batch_size]:
-                img, boxes = augment(rng, *data[j], hw)
-                lab, loc = match_targets(prior_cs, prior_corner, boxes, hw, spec.variances)
+                img, boxes, flags = data[j]
+                img, boxes, kept = augment(rng, img, boxes, hw)
+                lab, loc = match_targets(prior_cs, prior_corner, boxes, hw, spec.variances,
+                                         ignore=flags[kept])
                 xs.append(img)
                 ls.append(lab)
                 locs.append(loc)
@@ -200,13 +273,14 @@ def specs_for(weights_dir: Path, sizes) -> dict[int, ssd.AnchorSpec]:
 def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, batch_size: int = 16,
           lr: float = 5e-4, sizes=TRAIN_SIZES, eval_size: int = EVAL_SIZE, seed: int = 0,
           max_steps: int | None = None, limit: int | None = None, init: Path | None = None,
-          select_on: str = ">=40", train_stem: bool = False) -> Path:
+          select_on: str = ">=40", train_stem: bool = False, ignore: Path | None = None) -> Path:
     """Multi-scale fine-tuning: one set of weights that works at every size in ``sizes``.
 
     ``init``: weights to start from (a run's best.weights.h5) instead of OpenCV's res10;
     ``select_on``: the faces whose val recall (at precision 0.90) plus 0.1 x AP picks the epoch:
     ">=40" (at least 40 px wide) or "door" (at least 10% of the image width);
-    ``train_stem``: train the first two blocks too (frozen by default)."""
+    ``train_stem``: train the first two blocks too (frozen by default);
+    ``ignore``: an ignore file (:func:`pseudo_ignore`) of train-image regions to ignore."""
     if any(s % 64 for s in sizes):
         raise ValueError("training sizes must be multiples of 64 so every stride divides them")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -223,7 +297,7 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
     (out_dir / "config.json").write_text(json.dumps(
         {"sizes": list(sizes), "eval_size": eval_size, "epochs": epochs, "lr": lr,
          "batch_size": batch_size, "init": str(init) if init else None, "select_on": select_on,
-         "train_stem": train_stem,
+         "train_stem": train_stem, "ignore": str(ignore) if ignore else None,
          "prior_widths": FACE_PRIOR_WIDTHS,
          "prior_aspect": FACE_ASPECT}, indent=1))
     train_s = load_voc_dataset(data_dir, "train")
@@ -231,7 +305,7 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
     if limit:
         train_s, val_s = train_s[:limit], val_s[:max(8, limit // 4)]
     log.info("train %d images, val %d images, sizes %s", len(train_s), len(val_s), sizes)
-    train_data = load_images(train_s, 800)
+    train_data = load_images(train_s, 800, read_ignore(ignore) if ignore else None)
     val_images = [cv2.imread(str(s.image)) for s in val_s]
     steps_per_epoch = len(train_data) // batch_size
     total = steps_per_epoch * epochs if max_steps is None else max_steps
@@ -352,9 +426,11 @@ TUNE_RANGES = {">=40": "faces >= 40 px wide", "door": "faces >= 10% of the image
 
 
 def write_multipass(out: Path, models: list[Path], flip: bool, data_dir: Path,
-                    fusion_iou: float = 0.55, tune_for: str = ">=40") -> float:
+                    fusion_iou: float = 0.55, tune_for: str = ">=40",
+                    max_face: float | None = None) -> float:
     """Write a multi-pass detector spec (``edge.detector.MultiPassDetector``) over exported
-    detectors that sit in the spec's folder, and choose its threshold on val."""
+    detectors that sit in the spec's folder, and choose its threshold on val. ``max_face``: every
+    pass but the first reports only faces up to this width at its own input (scale-aware)."""
     from edge.detector import MULTIPASS_FORMAT
     out = Path(out)
     for m in models:
@@ -362,7 +438,9 @@ def write_multipass(out: Path, models: list[Path], flip: bool, data_dir: Path,
             raise ValueError(f"{m}: pass models must sit in the spec's folder {out.parent}")
         load_sidecar(m)  # each pass needs its anchor spec
     spec = {"format": MULTIPASS_FORMAT,
-            "passes": [{"model": Path(m).name, "flip": flip} for m in models],
+            "passes": [{"model": Path(m).name, "flip": flip,
+                        **({"max_face": max_face} if max_face and i else {})}
+                       for i, m in enumerate(models)],
             "pass_threshold": 0.05, "fusion_iou": fusion_iou, "score_threshold": 0.5}
     out.write_text(json.dumps(spec, indent=1))
     return choose_threshold(out, data_dir, tune_for)

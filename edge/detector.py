@@ -6,6 +6,7 @@ holds the anchor spec that gives meaning to its output rows, and the default thr
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -147,8 +148,10 @@ class MultiPassDetector:
     For photos (``maskdoor detect --model accurate``), not for the door's frame rate.
 
     A JSON spec names the passes' models (paths relative to the spec), whether each is also run
-    on the mirrored image, the per-pass score floor, the fusion IoU and the default threshold
-    (chosen on val by ``python -m convert detector-multipass``).
+    on the mirrored image and, optionally, the widest face it may report (``max_face``, pixels
+    at its own input: a pass at a larger size is there for small faces; see ``ssd.fuse``), the
+    per-pass score floor, the fusion IoU and the default threshold (chosen on val by ``python -m
+    convert detector-multipass``).
     """
 
     def __init__(self, spec_path: str | Path, threads: int = 1, threshold: float | None = None,
@@ -159,6 +162,7 @@ class MultiPassDetector:
         self.passes = [(FaceDetector(spec_path.parent / p["model"], threads=threads,
                                      edgetpu=edgetpu, runtime=runtime), bool(p.get("flip")))
                        for p in spec["passes"]]
+        self.max_faces = [float(p.get("max_face", math.inf)) for p in spec["passes"]]
         self.pass_threshold = float(spec.get("pass_threshold", 0.05))
         self.fusion_iou = float(spec.get("fusion_iou", 0.55))
         self.score_threshold = float(spec["score_threshold"] if threshold is None else threshold)
@@ -176,8 +180,11 @@ class MultiPassDetector:
         return [d.model.path for d, flip in self.passes for _ in range(1 + flip)]
 
     def describe(self) -> str:
-        """e.g. 'int8 448x448+544x544, mirrored too: 4 passes (litert)'."""
-        sizes = "+".join(f"{d.input_hw[1]}x{d.input_hw[0]}" for d, _ in self.passes)
+        """e.g. 'int8 448x448+544x544, mirrored too: 4 passes (litert)'; a pass limited to
+        small faces reads '768x768 (faces <= 128 px)'."""
+        sizes = "+".join(f"{d.input_hw[1]}x{d.input_hw[0]}"
+                         + (f" (faces <= {m:g} px)" if math.isfinite(m) else "")
+                         for (d, _), m in zip(self.passes, self.max_faces))
         mirrored = ", mirrored too" if any(f for _, f in self.passes) else ""
         return (f"{self.model.kind} {sizes}{mirrored}: {self.pass_count()} passes "
                 f"({self.model.runtime})")
@@ -190,8 +197,9 @@ class MultiPassDetector:
         thr = self.score_threshold if threshold is None else threshold
         w = image.shape[1]
         mirrored = None
-        parts = []
-        for det, flip in self.passes:
+        parts, limits = [], []
+        for (det, flip), max_face in zip(self.passes, self.max_faces):
+            limits += [max_face * w / det.input_hw[1]] * (1 + flip)  # image pixels
             parts.append(face_arrays(det.detect(image, threshold=self.pass_threshold)))
             if flip:
                 if mirrored is None:
@@ -199,7 +207,7 @@ class MultiPassDetector:
                 boxes, scores = face_arrays(det.detect(mirrored, threshold=self.pass_threshold))
                 boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
                 parts.append((boxes, scores))
-        boxes, scores = ssd.fuse(parts, self.fusion_iou)
+        boxes, scores = ssd.fuse(parts, self.fusion_iou, limits)
         keep = scores >= thr
         return [Face(Box(*b.tolist()), float(s)) for b, s in zip(boxes[keep], scores[keep])]
 
@@ -214,6 +222,11 @@ def read_multipass_spec(path: str | Path) -> dict:
             isinstance(p, dict) and isinstance(p.get("model"), str) for p in passes):
         raise ModelError(f"{path}: 'passes' must be a non-empty list of {{\"model\": FILE, "
                          "\"flip\": true|false}")
+    for p in passes:
+        m = p.get("max_face")
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0):
+            raise ModelError(f"{path}: pass {p['model']}: 'max_face' must be a positive number of "
+                             f"pixels at that model's input ({m!r}), or absent for no limit")
     thr = spec.get("score_threshold")
     if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 <= thr <= 1:
         raise ModelError(f"{path}: 'score_threshold' missing or not a number from 0 to 1 "

@@ -137,22 +137,32 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, top_k: int 
     return np.asarray(keep, np.int64)
 
 
-def fuse(parts: list[tuple[np.ndarray, np.ndarray]], iou_threshold: float = 0.55
-         ) -> tuple[np.ndarray, np.ndarray]:
+def fuse(parts: list[tuple[np.ndarray, np.ndarray]], iou_threshold: float = 0.55,
+         max_widths: list[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fuse the detections of several passes over one image (scales, flips).
 
     ``parts``: per pass, boxes (N, 4) and scores (N,). Boxes are clustered greedily, best score
     first, at IoU >= ``iou_threshold``; a cluster's box is the score-weighted mean of its boxes and
-    its score the mean over *all* passes of each pass's best score in it (a pass that missed the
-    face adds 0), so a face every pass agrees on outranks one a single pass saw."""
+    its score the mean over the passes of each pass's best score in it (a pass that missed the
+    face adds 0), so a face every pass agrees on outranks one a single pass saw.
+
+    ``max_widths`` (per pass, in image pixels; ``inf`` for none) makes the fusion scale-aware: a
+    pass run at a larger input size to find small faces drops its boxes wider than its limit,
+    and only counts in the mean of the clusters no wider than it."""
     n = len(parts)
-    per_pass = [np.asarray(s, np.float32).reshape(-1) for _, s in parts]
-    boxes = np.concatenate([np.asarray(b, np.float32).reshape(-1, 4) for b, _ in parts]
-                           + [np.zeros((0, 4), np.float32)])
-    scores = np.concatenate(per_pass + [np.zeros(0, np.float32)])
+    limits = np.full(n, np.inf, np.float32) if max_widths is None else np.asarray(
+        max_widths, np.float32)
+    kept = []
+    for (b, s), limit in zip(parts, limits):
+        b = np.asarray(b, np.float32).reshape(-1, 4)
+        s = np.asarray(s, np.float32).reshape(-1)
+        small = b[:, 2] - b[:, 0] <= limit
+        kept.append((b[small], s[small]))
+    boxes = np.concatenate([b for b, _ in kept] + [np.zeros((0, 4), np.float32)])
+    scores = np.concatenate([s for _, s in kept] + [np.zeros(0, np.float32)])
     if not len(scores):
         return boxes, scores
-    source = np.repeat(np.arange(n), [len(s) for s in per_pass])
+    source = np.repeat(np.arange(n), [len(s) for _, s in kept])
     ious = iou_matrix(boxes, boxes)
     free = np.ones(len(scores), bool)
     out_boxes, out_scores = [], []
@@ -162,9 +172,11 @@ def fuse(parts: list[tuple[np.ndarray, np.ndarray]], iou_threshold: float = 0.55
         members = np.flatnonzero(free & (ious[i] >= iou_threshold))
         free[members] = False
         w = scores[members]
-        out_boxes.append((boxes[members] * w[:, None]).sum(0) / w.sum())
+        box = (boxes[members] * w[:, None]).sum(0) / w.sum()
         best = np.zeros(n, np.float32)
         np.maximum.at(best, source[members], w)
-        out_scores.append(best.sum() / n)
+        counted = limits >= box[2] - box[0]  # never empty: a member's pass allows its width
+        out_boxes.append(box)
+        out_scores.append(best[counted].sum() / counted.sum())
     order = np.argsort(-np.asarray(out_scores), kind="stable")
     return np.asarray(out_boxes, np.float32)[order], np.asarray(out_scores, np.float32)[order]

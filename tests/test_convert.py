@@ -86,3 +86,87 @@ def test_multipass_spec_gets_its_threshold_on_val(tmp_path):
     assert det.score_threshold == thr and 0.3 <= thr <= 1.0
     spec = json.loads((tmp_path / "s.json").read_text())
     assert spec["training"]["val_int8"]["recall"][">=40"] == 1.0  # every fixture face >= 40 px
+    # scale-aware: the passes after the first report faces up to --max-face only
+    write_multipass(tmp_path / "s2.json", [tmp_path / "a.tflite"] * 2, False, data, max_face=96)
+    spec = json.loads((tmp_path / "s2.json").read_text())
+    assert [p.get("max_face") for p in spec["passes"]] == [None, 96]
+    assert "(faces <= 96 px)" in load_detector(tmp_path / "s2.json").describe()
+
+
+def test_ignore_boxes_are_neither_faces_nor_background():
+    from convert.detector import match_targets
+    from edge import ssd
+    s = ssd.AnchorSpec(input_size=(64, 64), feature_maps=(
+        ssd.FeatureMapSpec(size=(8, 8), step=(8, 8), boxes=((8, 10), (16, 19))),))
+    p = ssd.priors(s)
+    corners = np.concatenate([p[:, :2] - p[:, 2:] / 2, p[:, :2] + p[:, 2:] / 2], 1)
+    boxes = np.array([[10, 10, 27, 30], [40, 40, 57, 60]], np.float32)
+    both, _ = match_targets(p, corners, boxes, (64, 64), s.variances)
+    one, _ = match_targets(p, corners, boxes, (64, 64), s.variances, ignore=[False, True])
+    only_first, _ = match_targets(p, corners, boxes[:1], (64, 64), s.variances)
+    second = ssd.iou_matrix(corners, boxes[1:] / 64)[:, 0] >= 0.2
+    assert (both[second] == 1).any() and not (one == 1)[second].any()
+    assert (one[second] == -1).all()
+    np.testing.assert_array_equal(one == 1, only_first == 1)
+
+
+def test_augment_says_which_boxes_survive_the_crop():
+    from convert.augment import augment
+    rng = np.random.default_rng(3)
+    img = np.full((200, 300, 3), 90, np.uint8)
+    boxes = np.array([[10, 10, 40, 40], [250, 150, 290, 190], [140, 90, 160, 110]], np.float32)
+    seen_drop = False
+    for _ in range(40):
+        out, b, kept = augment(rng, img, boxes, (64, 64))
+        assert out.shape == (64, 64, 3) and len(b) == len(kept)
+        assert set(kept.tolist()) <= {0, 1, 2} and list(kept) == sorted(kept)
+        seen_drop |= len(kept) < 3
+    assert seen_drop
+
+
+def test_pseudo_ignore_finds_unannotated_faces_only(tmp_path):
+    """`convert detector-pseudo-ignore` on a tiny train split where one face's annotation was
+    removed: that face (and no annotated one) becomes an ignore box, read back for training."""
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    import pytest
+
+    from conftest import FIXTURES
+    from convert.detector import image_key, load_images, pseudo_ignore, read_ignore
+    from edge import ssd
+    from edge.dataset import load_voc_dataset
+    from models import FACE_DETECTOR
+
+    data = tmp_path / "detect"
+    shutil.copytree(FIXTURES / "andrewmvd", data / "andrewmvd")
+    rows = [f"andrewmvd/images/{p.name},train" for p in (data / "andrewmvd" / "images").iterdir()]
+    (data / "splits.csv").write_text("image,split\n" + "\n".join(rows) + "\n")
+    sample = max(load_voc_dataset(data, "train"), key=lambda s: len(s.objects))
+    xml = data / "andrewmvd" / "annotations" / (sample.image.stem + ".xml")
+    tree = ET.parse(xml)
+    objs = tree.getroot().findall("object")
+    dropped = max(objs, key=lambda o: float(o.find("bndbox/xmax").text)
+                  - float(o.find("bndbox/xmin").text))
+    tree.getroot().remove(dropped)
+    tree.write(xml)
+    box = [float(dropped.find(f"bndbox/{k}").text) for k in ("xmin", "ymin", "xmax", "ymax")]
+
+    spec = pseudo_ignore(FACE_DETECTOR, data, tmp_path / "ignore.json", min_score=0.5)
+    images = read_ignore(tmp_path / "ignore.json")
+    assert spec["boxes"] == sum(len(v) for v in images.values()) >= 1
+    found = np.array(images[image_key(sample.image)], np.float32)
+    assert ssd.iou_matrix(np.array([box], np.float32), found).max() >= 0.5
+    for s in load_voc_dataset(data, "train"):  # no ignore box sits on an annotated face
+        if image_key(s.image) in images and len(s.boxes):
+            ious = ssd.iou_matrix(np.array(images[image_key(s.image)], np.float32),
+                                  np.asarray(s.boxes, np.float32).reshape(-1, 4))
+            assert ious.max() < 0.3
+    sample = next(s for s in load_voc_dataset(data, "train") if s.image == sample.image)
+    _, boxes, flags = load_images([sample], 800, images)[0]
+    assert flags.sum() == len(found) and len(boxes) == len(sample.objects) + len(found)
+    assert not flags[:len(sample.objects)].any()
+
+    (tmp_path / "bad.json").write_text('{"format": "x"}')
+    with pytest.raises(SystemExit, match="detector-pseudo-ignore"):
+        read_ignore(tmp_path / "bad.json")

@@ -37,6 +37,44 @@ def test_fuse_counts_a_pass_once_per_face_and_handles_nothing():
     assert boxes.shape == (0, 4) and scores.shape == (0,)
 
 
+def test_fuse_scale_aware_drops_wide_boxes_of_small_face_passes():
+    """Pass b (a larger input, for small faces) may report faces up to 60 px wide here."""
+    inf = float("inf")
+    a = (np.array([[0, 0, 40, 40], [100, 100, 300, 300]], np.float32), np.array([0.8, 0.9]))
+    b = (np.array([[1, 0, 41, 40], [100, 100, 300, 300], [400, 0, 430, 30]], np.float32),
+         np.array([0.6, 0.9, 0.5]))
+    boxes, scores = fuse([a, b], max_widths=[inf, 60.0])
+    np.testing.assert_allclose(boxes[0], [100, 100, 300, 300])
+    # the big face: b's box is dropped and b is not counted, so a's score stands
+    # the small face both saw: the mean of both; the one only b saw: half its score
+    np.testing.assert_allclose(scores, [0.9, 0.7, 0.25], atol=1e-6)
+    # without limits every pass counts everywhere: the big face is the mean of both passes
+    boxes, scores = fuse([a, b])
+    np.testing.assert_allclose(scores, [0.9, 0.7, 0.25], atol=1e-6)
+    boxes, scores = fuse([a, (b[0][2:], b[1][2:])])
+    np.testing.assert_allclose(scores, [0.45, 0.4, 0.25], atol=1e-6)
+
+
+def test_multipass_limits_a_pass_to_small_faces_in_image_pixels(tmp_path, monkeypatch):
+    """max_face is in pixels at the pass's own input: on a 2x wider image the limit doubles."""
+    spec = {"format": "maskdoor-multipass/1", "score_threshold": 0.5,
+            "passes": [{"model": FACE_DETECTOR.name, "flip": False},
+                       {"model": FACE_DETECTOR.name, "flip": False, "max_face": 50}]}
+    for ext in (".tflite", ".json"):
+        shutil.copy(FACE_DETECTOR.with_suffix(ext), tmp_path / FACE_DETECTOR.with_suffix(ext).name)
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    det = load_detector(tmp_path / "s.json")
+    assert "448x448 (faces <= 50 px)" in det.describe()
+    seen = []
+
+    def spy(parts, iou, limits):
+        seen.append(limits)
+        return fuse(parts, iou, limits)
+    monkeypatch.setattr("edge.ssd.fuse", spy)
+    det.detect(np.zeros((300, 896, 3), np.uint8))
+    assert seen == [[float("inf"), 100.0]]
+
+
 @pytest.fixture(scope="module")
 def accurate():
     return load_detector(detector_path("accurate"))
@@ -45,11 +83,12 @@ def accurate():
 def test_shipped_accurate_detector(accurate):
     assert isinstance(accurate, MultiPassDetector)
     assert detector_path("accurate") == FACE_DETECTOR_ACCURATE
-    assert accurate.pass_count() == 4 and len(accurate.model_paths()) == 4
-    assert {p.name for p in accurate.model_paths()} == {"face_detector.tflite",
-                                                         "face_detector_544.tflite"}
+    assert accurate.pass_count() == 3 and len(accurate.model_paths()) == 3
+    assert [p.name for p in accurate.model_paths()] == [
+        "face_detector.tflite", "face_detector_544.tflite", "face_detector_768.tflite"]
     assert 0.3 < accurate.score_threshold < 1.0
-    assert "4 passes" in accurate.describe()
+    assert accurate.describe().startswith(
+        "int8 448x448+544x544 (faces <= 128 px)+768x768 (faces <= 128 px): 3 passes")
     assert isinstance(load_detector(FACE_DETECTOR), FaceDetector)
 
 
@@ -66,11 +105,19 @@ def test_accurate_finds_every_annotated_face_at_least_40px(accurate, sample):
         assert 0 <= f.box.x1 < f.box.x2 <= sample.width
 
 
-def test_accurate_is_symmetric_and_quiet_on_empty_scenes(accurate):
+def test_mirrored_passes_are_symmetric_and_accurate_is_quiet_on_empty_scenes(accurate, tmp_path):
+    spec = {"format": "maskdoor-multipass/1", "score_threshold": accurate.score_threshold,
+            "passes": [{"model": "face_detector.tflite", "flip": True},
+                       {"model": "face_detector_768.tflite", "flip": True, "max_face": 128}]}
+    for p in accurate.model_paths()[::2]:
+        for ext in (".tflite", ".json"):
+            shutil.copy(p.with_suffix(ext), tmp_path / p.with_suffix(ext).name)
+    (tmp_path / "m.json").write_text(json.dumps(spec))
+    mirrored = load_detector(tmp_path / "m.json")
     image = cv2.imread(str(FIXTURE_IMAGES[0]))
     w = image.shape[1]
-    a = sorted(accurate.detect(image), key=lambda f: f.box.x1)
-    b = sorted(accurate.detect(np.ascontiguousarray(image[:, ::-1])), key=lambda f: -f.box.x2)
+    a = sorted(mirrored.detect(image), key=lambda f: f.box.x1)
+    b = sorted(mirrored.detect(np.ascontiguousarray(image[:, ::-1])), key=lambda f: -f.box.x2)
     assert len(a) == len(b) > 0
     for fa, fb in zip(a, b):  # mirrored passes and mirrored image: the same faces, mirrored
         assert abs(fa.box.x1 - (w - fb.box.x2)) < 2 and abs(fa.score - fb.score) < 0.02
@@ -92,6 +139,8 @@ def _spec(tmp_path, **change):
     ({"passes": []}, "'passes' must be a non-empty list"),
     ({"passes": [{"model": "nowhere.tflite"}]}, "pass model nowhere.tflite not found"),
     ({"score_threshold": "high"}, "'score_threshold' missing or not a number"),
+    ({"passes": [{"model": "face_detector.tflite", "max_face": 0}]}, "'max_face' must be a positive"),
+    ({"passes": [{"model": "face_detector.tflite", "max_face": "big"}]}, "'max_face' must be"),
 ])
 def test_bad_specs_are_clear_errors(tmp_path, change, message):
     with pytest.raises(ModelError, match=message):
