@@ -158,11 +158,11 @@ def read_ignore(path: Path) -> dict[str, list]:
     try:
         spec = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
-        raise SystemExit(f"{path}: cannot read the ignore file ({e}); write it with "
-                         "`python -m convert detector-pseudo-ignore`")
+        raise ValueError(f"{path}: cannot read the ignore file ({e}); write it with "
+                         "`python -m convert detector-pseudo-ignore`") from e
     if not isinstance(spec, dict) or spec.get("format") != IGNORE_FORMAT or not isinstance(
             spec.get("images"), dict):
-        raise SystemExit(f"{path}: not a {IGNORE_FORMAT} file with an 'images' object; write it "
+        raise ValueError(f"{path}: not a {IGNORE_FORMAT} file with an 'images' object; write it "
                          "with `python -m convert detector-pseudo-ignore`")
     return spec["images"]
 

@@ -168,5 +168,5 @@ def test_pseudo_ignore_finds_unannotated_faces_only(tmp_path):
     assert not flags[:len(sample.objects)].any()
 
     (tmp_path / "bad.json").write_text('{"format": "x"}')
-    with pytest.raises(SystemExit, match="detector-pseudo-ignore"):
+    with pytest.raises(ValueError, match="detector-pseudo-ignore"):
         read_ignore(tmp_path / "bad.json")
