@@ -314,14 +314,10 @@ def write_ensemble(out_path: Path, models: list[Path], data_dir: Path,
                    cache: Path | None = None) -> dict:
     """An ensemble spec for exported classifiers (their probabilities averaged), its flag
     threshold chosen on val crops like a single model's, with each member's val figures."""
+    from convert import check_members
     from edge.classifier import ENSEMBLE_FORMAT, read_ensemble_spec
-    from edge.tflite import load_sidecar
     out_path = Path(out_path)
-    for m in models:
-        if m.resolve().parent != out_path.resolve().parent:
-            raise ValueError(f"{m}: ensemble members must sit in the spec's folder "
-                             f"({out_path.parent})")
-        load_sidecar(m, "the labels and crop margin")
+    check_members(out_path, models, "ensemble members", "the labels and crop margin")
     if cache is not None and cache.is_file():
         va = load_crop_cache(data_dir, cache)[1]
     else:

@@ -175,7 +175,7 @@ def pseudo_ignore(model_path: Path, data_dir: Path, out: Path, min_score: float 
     at least ``min_score`` that overlaps no annotated face at IoU >= ``match_iou`` becomes an
     ignore box (boxes of the two views are merged by NMS). Training otherwise teaches the
     detector that unannotated faces are background, which costs recall on real faces."""
-    from edge.detector import FaceDetector
+    from edge.detector import FaceDetector, detect_mirrored
     from edge.evaluate import face_arrays
     from edge.images import read_image
 
@@ -183,10 +183,8 @@ def pseudo_ignore(model_path: Path, data_dir: Path, out: Path, min_score: float 
     images, total = {}, 0
     for s in load_voc_dataset(data_dir, "train"):
         img = read_image(s.image)
-        w = img.shape[1]
         b1, s1 = face_arrays(det.detect(img, threshold=min_score))
-        b2, s2 = face_arrays(det.detect(np.ascontiguousarray(img[:, ::-1]), threshold=min_score))
-        b2[:, [0, 2]] = w - b2[:, [2, 0]]
+        b2, s2 = detect_mirrored(det, np.ascontiguousarray(img[:, ::-1]), min_score)
         boxes, scores = np.concatenate([b1, b2]), np.concatenate([s1, s2])
         boxes = boxes[ssd.nms(boxes, scores, 0.45)] if len(boxes) else boxes
         gt = np.asarray(s.boxes, np.float32).reshape(-1, 4)
@@ -431,12 +429,10 @@ def write_multipass(out: Path, models: list[Path], flip: bool, data_dir: Path,
     """Write a multi-pass detector spec (``edge.detector.MultiPassDetector``) over exported
     detectors that sit in the spec's folder, and choose its threshold on val. ``max_face``: every
     pass but the first reports only faces up to this width at its own input (scale-aware)."""
+    from convert import check_members
     from edge.detector import MULTIPASS_FORMAT
     out = Path(out)
-    for m in models:
-        if Path(m).resolve().parent != out.resolve().parent:
-            raise ValueError(f"{m}: pass models must sit in the spec's folder {out.parent}")
-        load_sidecar(m)  # each pass needs its anchor spec
+    check_members(out, models, "pass models", "the anchor spec")
     spec = {"format": MULTIPASS_FORMAT,
             "passes": [{"model": Path(m).name, "flip": flip,
                         **({"max_face": max_face} if max_face and i else {})}

@@ -204,12 +204,19 @@ class MultiPassDetector:
             if flip:
                 if mirrored is None:
                     mirrored = np.ascontiguousarray(image[:, ::-1])
-                boxes, scores = face_arrays(det.detect(mirrored, threshold=self.pass_threshold))
-                boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
-                parts.append((boxes, scores))
+                parts.append(detect_mirrored(det, mirrored, self.pass_threshold))
         boxes, scores = ssd.fuse(parts, self.fusion_iou, limits)
         keep = scores >= thr
         return [Face(Box(*b.tolist()), float(s)) for b, s in zip(boxes[keep], scores[keep])]
+
+
+def detect_mirrored(det: FaceDetector, mirrored: np.ndarray, threshold: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Faces found on ``mirrored`` (an image flipped left to right) as boxes (N, 4) and scores
+    (N,), the boxes mapped back onto the original image."""
+    boxes, scores = face_arrays(det.detect(mirrored, threshold=threshold))
+    boxes[:, [0, 2]] = mirrored.shape[1] - boxes[:, [2, 0]]
+    return boxes, scores
 
 
 def read_multipass_spec(path: str | Path) -> dict:
