@@ -10,5 +10,6 @@ def check_members(spec_path, models, what: str, holds: str) -> None:
     folder = Path(spec_path).resolve().parent
     for m in models:
         if Path(m).resolve().parent != folder:
-            raise ValueError(f"{m}: {what} must sit in the spec's folder ({Path(spec_path).parent})")
+            raise ValueError(f"{m}: {what} must sit in the spec's folder "
+                             f"({Path(spec_path).parent})")
         load_sidecar(m, holds)
