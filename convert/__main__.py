@@ -32,7 +32,8 @@ def main(argv=None) -> int:
                     help="folder with res10 and MobileNetV2 weights (default: ../shared/weights)")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    t = sub.add_parser("detector-train", help="fine-tune res10 on detect/ train, select on val")
+    t = sub.add_parser("detector-train", help="train the face detector (res10 fine-tuned, or "
+                       "SSDLite-MobileNetV2) on detect/ train, select on val")
     t.add_argument("--out", type=Path, default=ROOT / "runs" / "detector")
     t.add_argument("--epochs", type=int, default=12)
     t.add_argument("--batch-size", type=int, default=16)
@@ -49,6 +50,9 @@ def main(argv=None) -> int:
     t.add_argument("--ignore", type=Path, default=None,
                    help="regions of train images to ignore (likely unannotated faces), from "
                    "`detector-pseudo-ignore`")
+    t.add_argument("--arch", choices=("res10", "mnv2"), default="res10",
+                   help="res10: fine-tune OpenCV's face SSD (default); mnv2: SSDLite on the "
+                   "ImageNet MobileNetV2 backbone")
 
     g = sub.add_parser("detector-pseudo-ignore",
                        help="find likely unannotated faces in the train images, to ignore in "
@@ -119,7 +123,7 @@ def main(argv=None) -> int:
         train(args.data / "detect", args.weights, args.out, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, sizes=tuple(args.sizes),
               eval_size=args.eval_size, init=args.init, select_on=args.select_on,
-              train_stem=args.train_stem, ignore=args.ignore)
+              train_stem=args.train_stem, ignore=args.ignore, arch=args.arch)
     elif args.cmd == "detector-pseudo-ignore":
         from convert.detector import pseudo_ignore
         pseudo_ignore(args.model, args.data / "detect", args.out, args.min_score)

@@ -58,7 +58,17 @@ def face_anchor_spec(caffe_spec: ssd.AnchorSpec) -> ssd.AnchorSpec:
                           variances=caffe_spec.variances)
 
 
-def build(weights_dir: Path, input_hw=(320, 320)):
+ARCHS = {"res10": "res10 SSD (OpenCV), fine-tuned with face priors",
+         "mnv2": "SSDLite on MobileNetV2 (ImageNet backbone), trained with face priors"}
+
+
+def build(weights_dir: Path, input_hw=(320, 320), arch: str = "res10"):
+    """(Keras model, anchor spec at ``input_hw``) of the detector ``arch`` (see :data:`ARCHS`)."""
+    if arch == "mnv2":
+        from convert.ssdlite import BACKBONE_FILE, build_ssdlite
+        return build_ssdlite(weights_dir / BACKBONE_FILE, input_hw)
+    if arch != "res10":
+        raise ValueError(f"arch={arch!r}: expected one of {', '.join(ARCHS)}")
     model, caffe_spec, _ = build_res10(weights_dir / "deploy.prototxt",
                                        weights_dir / "res10_300x300_ssd_iter_140000.caffemodel",
                                        input_hw)
@@ -264,39 +274,55 @@ TRAIN_SIZES = (256, 320, 384, 448, 512)
 EVAL_SIZE = 448
 
 
-def specs_for(weights_dir: Path, sizes) -> dict[int, ssd.AnchorSpec]:
+def specs_for(weights_dir: Path, sizes, arch: str = "res10") -> dict[int, ssd.AnchorSpec]:
+    if arch == "mnv2":
+        from convert.ssdlite import anchor_spec
+        return {s: anchor_spec((s, s)) for s in sizes}
     return {s: build(weights_dir, (s, s))[1] for s in sizes}
+
+
+def run_arch(run_dir: Path) -> str:
+    """The architecture a training run used (runs before the choice existed are res10)."""
+    config = run_dir / "config.json"
+    return json.loads(config.read_text()).get("arch", "res10") if config.exists() else "res10"
 
 
 def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, batch_size: int = 16,
           lr: float = 5e-4, sizes=TRAIN_SIZES, eval_size: int = EVAL_SIZE, seed: int = 0,
           max_steps: int | None = None, limit: int | None = None, init: Path | None = None,
-          select_on: str = ">=40", train_stem: bool = False, ignore: Path | None = None) -> Path:
+          select_on: str = ">=40", train_stem: bool = False, ignore: Path | None = None,
+          arch: str = "res10") -> Path:
     """Multi-scale fine-tuning: one set of weights that works at every size in ``sizes``.
 
     ``init``: weights to start from (a run's best.weights.h5) instead of OpenCV's res10;
     ``select_on``: the faces whose val recall (at precision 0.90) plus 0.1 x AP picks the epoch:
     ">=40" (at least 40 px wide) or "door" (at least 10% of the image width);
     ``train_stem``: train the first two blocks too (frozen by default);
-    ``ignore``: an ignore file (:func:`pseudo_ignore`) of train-image regions to ignore."""
+    ``ignore``: an ignore file (:func:`pseudo_ignore`) of train-image regions to ignore;
+    ``arch``: "res10" (OpenCV's face SSD, fine-tuned) or "mnv2" (SSDLite on the ImageNet
+    MobileNetV2, :mod:`convert.ssdlite`)."""
     if any(s % 64 for s in sizes):
         raise ValueError("training sizes must be multiples of 64 so every stride divides them")
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
-    specs = specs_for(weights_dir, set(sizes) | {eval_size})
-    model, _ = build(weights_dir, (None, None))
+    specs = specs_for(weights_dir, set(sizes) | {eval_size}, arch)
+    model, _ = build(weights_dir, (None, None), arch)
     if init is not None:
         model.load_weights(init)
+    if arch == "mnv2":
+        from convert.ssdlite import PRIOR_WIDTHS as prior_widths, STEM as stem
+    else:
+        prior_widths, stem = FACE_PRIOR_WIDTHS, ("conv1", "layer_64")
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False  # batches are small; keep Caffe's statistics
-        if not train_stem and layer.name.startswith(("conv1", "layer_64")):
+            layer.trainable = False  # batches are small; keep the pretrained statistics
+        if not train_stem and layer.name.startswith(stem):
             layer.trainable = False  # low-level filters transfer; saves the costliest backprop
     (out_dir / "config.json").write_text(json.dumps(
         {"sizes": list(sizes), "eval_size": eval_size, "epochs": epochs, "lr": lr,
          "batch_size": batch_size, "init": str(init) if init else None, "select_on": select_on,
-         "train_stem": train_stem, "ignore": str(ignore) if ignore else None,
-         "prior_widths": FACE_PRIOR_WIDTHS,
+         "train_stem": train_stem, "ignore": str(ignore) if ignore else None, "arch": arch,
+         "prior_widths": prior_widths,
          "prior_aspect": FACE_ASPECT}, indent=1))
     train_s = load_voc_dataset(data_dir, "train")
     val_s = load_voc_dataset(data_dir, "val")
@@ -393,7 +419,8 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
     from convert.quantize import to_float_tflite, to_int8_tflite
 
     hw = (size, size) if isinstance(size, int) else tuple(size)
-    model, spec = build(weights_dir, hw)
+    arch = run_arch(run_dir)
+    model, spec = build(weights_dir, hw, arch)
     model.load_weights(run_dir / "best.weights.h5")
     calib = calibration_images(data_dir, spec.input_size, calibration)
     to_int8_tflite(model, lambda: iter(calib), out_path, batch_of_one=True)
@@ -402,7 +429,7 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
     selected = json.loads((run_dir / "best.json").read_text())
     meta = {
         "format": "maskdoor-ssd/1",
-        "architecture": "res10 SSD (OpenCV), fine-tuned with face priors",
+        "architecture": ARCHS[arch],
         "input": {"color": "bgr", "resize": "stretch", "range": "0-255"},
         "anchors": spec.to_dict(),
         "score_threshold": 0.5,

@@ -4,24 +4,28 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from conftest import FIXTURE_IMAGES, needs_tensorflow
 
 
-def test_int8_res10_loads_and_detects_through_edge(shared_weights, tmp_path):
+@pytest.mark.parametrize("arch", ["res10", "mnv2"])
+def test_int8_detector_loads_and_detects_through_edge(arch, shared_weights, tmp_path):
+    """Both architectures `convert detector-train --arch` offers quantise to int8, load
+    through the device's loader and track their float model."""
     needs_tensorflow()
+    from convert.detector import build
     from convert.quantize import to_int8_tflite
-    from convert.res10 import build_res10
     from edge.detector import FaceDetector
 
-    hw = (160, 160)
-    model, spec, _ = build_res10(shared_weights / "deploy.prototxt",
-                                 shared_weights / "res10_300x300_ssd_iter_140000.caffemodel", hw)
+    hw = (160, 160) if arch == "res10" else (128, 128)
+    model, spec = build(shared_weights, hw, arch)
     images = [cv2.resize(cv2.imread(str(p)), hw[::-1]) for p in FIXTURE_IMAGES]
     out = to_int8_tflite(model, lambda: iter(images), tmp_path / "d.tflite")
     (tmp_path / "d.json").write_text(json.dumps({"anchors": spec.to_dict(), "score_threshold": 0.3}))
     det = FaceDetector(out)
     assert det.model.input.dtype is np.uint8 and det.input_hw == hw
+    det.detect(images[0])
     # int8 logits track the float model's
     det.preprocess(images[1])
     loc_q, score_q = det.raw()
@@ -64,8 +68,6 @@ def test_multipass_spec_gets_its_threshold_on_val(tmp_path):
     """`convert detector-multipass`: the spec over models in its folder, threshold chosen on
     the val images of a (here tiny) dataset, loaded by the device's loader."""
     import shutil
-
-    import pytest
 
     from conftest import FIXTURES
     from convert.detector import write_multipass
@@ -130,8 +132,6 @@ def test_pseudo_ignore_finds_unannotated_faces_only(tmp_path):
     import shutil
     import xml.etree.ElementTree as ET
 
-    import pytest
-
     from conftest import FIXTURES
     from convert.detector import image_key, load_images, pseudo_ignore, read_ignore
     from edge import ssd
@@ -170,3 +170,53 @@ def test_pseudo_ignore_finds_unannotated_faces_only(tmp_path):
     (tmp_path / "bad.json").write_text('{"format": "x"}')
     with pytest.raises(ValueError, match="detector-pseudo-ignore"):
         read_ignore(tmp_path / "bad.json")
+
+
+def test_ssdlite_anchor_spec_matches_its_heads_at_any_size():
+    """The SSDLite-MobileNetV2 alternative: one output row per prior of its anchor spec, at
+    square and 4:3 sizes; every prior starts at p(face) = 0.01."""
+    needs_tensorflow()
+    from convert.ssdlite import PRIOR_FACE, PRIOR_WIDTHS, anchor_spec, build_ssdlite
+
+    model, spec = build_ssdlite(None, (None, None))
+    assert spec is None
+    for hw in ((128, 128), (192, 256), (224, 160)):
+        out = model(np.zeros((1, *hw, 3), np.float32))
+        spec = anchor_spec(hw)
+        assert out["loc"].shape == (1, spec.count, 4) and out["conf"].shape == (1, spec.count, 2)
+        assert spec.feature_maps[0].size == (hw[0] // 8, hw[1] // 8)
+    for i in range(len(PRIOR_WIDTHS)):
+        bias = model.get_layer(f"head{i}_conf_pw").get_weights()[1]
+        face = 1 / (1 + np.exp(bias[0::2] - bias[1::2]))
+        np.testing.assert_allclose(face, PRIOR_FACE, rtol=1e-4)
+
+
+def test_ssdlite_reads_bgr_like_mobilenetv2_reads_rgb(shared_weights):
+    """The BGR->RGB swap folded into the first convolution: the backbone features of a BGR image
+    are Keras MobileNetV2's features of the same image in RGB scaled to [-1, 1]."""
+    needs_tensorflow()
+    import keras
+
+    from convert.ssdlite import BACKBONE_FILE, TAPS, build_ssdlite
+
+    model, _ = build_ssdlite(shared_weights / BACKBONE_FILE, (128, 128))
+    ours = keras.Model(model.inputs, model.get_layer(TAPS[-1]).output)
+    ref = keras.applications.MobileNetV2(input_shape=(128, 128, 3), include_top=False,
+                                         weights=str(shared_weights / BACKBONE_FILE))
+    bgr = cv2.resize(cv2.imread(str(FIXTURE_IMAGES[0])), (128, 128)).astype(np.float32)
+    a = ours(bgr[None]).numpy()
+    b = ref((bgr[None, ..., ::-1] / 127.5 - 1.0).astype(np.float32)).numpy()
+    np.testing.assert_allclose(a, b, atol=1e-3 * max(1.0, float(np.abs(b).max())))
+
+
+def test_detector_arch_errors_name_the_fix(tmp_path):
+    needs_tensorflow()
+    from convert.detector import build, run_arch
+
+    with pytest.raises(ValueError, match="expected one of res10, mnv2"):
+        build(tmp_path, (128, 128), "yolo")
+    with pytest.raises(FileNotFoundError, match="MobileNetV2 ImageNet backbone is missing"):
+        build(tmp_path, (128, 128), "mnv2")
+    assert run_arch(tmp_path) == "res10"  # runs from before the option existed
+    (tmp_path / "config.json").write_text(json.dumps({"arch": "mnv2"}))
+    assert run_arch(tmp_path) == "mnv2"
