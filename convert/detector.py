@@ -435,7 +435,7 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
         "score_threshold": 0.5,
         "nms_iou": 0.45,
         "training": {"data": "shared/data/detect (andrewmvd + ilc2021), train split",
-                     "selected_on": "val split", "epoch": selected["epoch"],
+                     "selected_on": "val split", "epoch": selected["epoch"], "arch": arch,
                      "calibration_images": len(calib)},
     }
     for path in (out_path, float_path):

@@ -22,7 +22,7 @@ def test_bench_json_rows(capsys, shared_weights):
                                         "tracker and policy"}
     assert "1 thread, detector every 2nd frame" in report["loop"]
     est = report["estimates"]
-    assert est["detector"]["mmacs"] > 10 * est["classifier per face"]["mmacs"] > 0
+    assert est["detector"]["mmacs"] > 5 * est["classifier per face"]["mmacs"] > 0
     assert report["classifier"].endswith("mask_classifier.tflite"), "the appliance's classifier"
     assert all(ms > 0 for e in est.values() for ms in e["estimated_ms"].values())
     for loop in report["loop"].values():

@@ -36,14 +36,15 @@ def test_int8_detector_loads_and_detects_through_edge(arch, shared_weights, tmp_
     assert np.corrcoef(loc_q.ravel(), ref["loc"].numpy()[0].ravel())[0, 1] > 0.95
 
 
-def test_face_priors_keep_res10_head_shapes(shared_weights):
+def test_shipped_detector_priors_match_convert(shared_weights):
     needs_tensorflow()
     from convert.detector import build
     from edge.detector import load_sidecar
     from models import FACE_DETECTOR
 
     meta = load_sidecar(FACE_DETECTOR)
-    model, spec = build(shared_weights, tuple(meta["anchors"]["input_size"]))
+    arch = meta["training"].get("arch", "res10")  # sidecars before the choice: res10
+    model, spec = build(shared_weights, tuple(meta["anchors"]["input_size"]), arch)
     assert spec.to_dict() == meta["anchors"], "shipped sidecar and convert/ disagree on priors"
     assert model.outputs[0].shape[1] == spec.count or model.outputs[1].shape[1] == spec.count
 
