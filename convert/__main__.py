@@ -89,8 +89,9 @@ def main(argv=None) -> int:
                    help="do not also run each model on the mirrored image")
     m.add_argument("--fusion-iou", type=float, default=0.55)
     m.add_argument("--max-face", type=float, default=None, metavar="PX",
-                   help="every model but the first reports only faces up to PX wide at its own "
-                   "input (they are there for small faces); default: no limit")
+                   help="every model with a larger input than the first reports only faces up "
+                   "to PX wide at its own input (they are there for small faces); default: no "
+                   "limit")
 
     c = sub.add_parser("classifier-train", help="train MobileNetV2 mask classifiers, select on val")
     c.add_argument("--out", type=Path, default=ROOT / "runs" / "classifier")

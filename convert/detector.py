@@ -455,15 +455,17 @@ def write_multipass(out: Path, models: list[Path], flip: bool, data_dir: Path,
                     max_face: float | None = None) -> float:
     """Write a multi-pass detector spec (``edge.detector.MultiPassDetector``) over exported
     detectors that sit in the spec's folder, and choose its threshold on val. ``max_face``: every
-    pass but the first reports only faces up to this width at its own input (scale-aware)."""
+    pass at a larger input than the first reports only faces up to this width at its own input
+    (scale-aware: those passes are there for small faces)."""
     from convert import check_members
     from edge.detector import MULTIPASS_FORMAT
     out = Path(out)
     check_members(out, models, "pass models", "the anchor spec")
+    widths = [load_sidecar(m)["anchors"]["input_size"][1] for m in models]
     spec = {"format": MULTIPASS_FORMAT,
             "passes": [{"model": Path(m).name, "flip": flip,
-                        **({"max_face": max_face} if max_face and i else {})}
-                       for i, m in enumerate(models)],
+                        **({"max_face": max_face} if max_face and w > widths[0] else {})}
+                       for m, w in zip(models, widths)],
             "pass_threshold": 0.05, "fusion_iou": fusion_iou, "score_threshold": 0.5}
     out.write_text(json.dumps(spec, indent=1))
     return choose_threshold(out, data_dir, tune_for)

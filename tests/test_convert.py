@@ -73,8 +73,9 @@ def test_multipass_spec_gets_its_threshold_on_val(tmp_path):
     from conftest import FIXTURES
     from convert.detector import write_multipass
     from edge.detector import MultiPassDetector, load_detector
-    from models import FACE_DETECTOR
+    from models import FACE_DETECTOR, MODELS_DIR
 
+    FACE_DETECTOR_544 = MODELS_DIR / "face_detector_544.tflite"
     data = tmp_path / "detect"
     shutil.copytree(FIXTURES / "andrewmvd", data / "andrewmvd")
     rows = [f"andrewmvd/images/{p.name},val" for p in (data / "andrewmvd" / "images").iterdir()]
@@ -89,10 +90,14 @@ def test_multipass_spec_gets_its_threshold_on_val(tmp_path):
     assert det.score_threshold == thr and 0.3 <= thr <= 1.0
     spec = json.loads((tmp_path / "s.json").read_text())
     assert spec["training"]["val_int8"]["recall"][">=40"] == 1.0  # every fixture face >= 40 px
-    # scale-aware: the passes after the first report faces up to --max-face only
-    write_multipass(tmp_path / "s2.json", [tmp_path / "a.tflite"] * 2, False, data, max_face=96)
+    # scale-aware: only the passes at a larger input than the first report faces up to
+    # --max-face (here a 544x544 one); another pass at the first's size sees every face
+    for ext in (".tflite", ".json"):
+        shutil.copy(FACE_DETECTOR_544.with_suffix(ext), tmp_path / ("b" + ext))
+    write_multipass(tmp_path / "s2.json", [tmp_path / "a.tflite", tmp_path / "a.tflite",
+                                           tmp_path / "b.tflite"], False, data, max_face=96)
     spec = json.loads((tmp_path / "s2.json").read_text())
-    assert [p.get("max_face") for p in spec["passes"]] == [None, 96]
+    assert [p.get("max_face") for p in spec["passes"]] == [None, None, 96]
     assert "(faces <= 96 px)" in load_detector(tmp_path / "s2.json").describe()
 
 
