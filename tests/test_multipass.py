@@ -83,12 +83,13 @@ def accurate():
 def test_shipped_accurate_detector(accurate):
     assert isinstance(accurate, MultiPassDetector)
     assert detector_path("accurate") == FACE_DETECTOR_ACCURATE
-    assert accurate.pass_count() == 3 and len(accurate.model_paths()) == 3
+    assert accurate.pass_count() == 4 and len(accurate.model_paths()) == 4
     assert [p.name for p in accurate.model_paths()] == [
-        "face_detector_res10.tflite", "face_detector_544.tflite", "face_detector_768.tflite"]
+        "face_detector.tflite", "face_detector_res10.tflite", "face_detector_544.tflite",
+        "face_detector_768.tflite"]
     assert 0.3 < accurate.score_threshold < 1.0
     assert accurate.describe().startswith(
-        "int8 448x448+544x544 (faces <= 128 px)+768x768 (faces <= 128 px): 3 passes")
+        "int8 448x448+448x448+544x544 (faces <= 128 px)+768x768 (faces <= 128 px): 4 passes")
     assert isinstance(load_detector(FACE_DETECTOR), FaceDetector)
 
 
@@ -109,7 +110,7 @@ def test_mirrored_passes_are_symmetric_and_accurate_is_quiet_on_empty_scenes(acc
     spec = {"format": "maskdoor-multipass/1", "score_threshold": accurate.score_threshold,
             "passes": [{"model": "face_detector_res10.tflite", "flip": True},
                        {"model": "face_detector_768.tflite", "flip": True, "max_face": 128}]}
-    for p in accurate.model_paths()[::2]:
+    for p in accurate.model_paths():
         for ext in (".tflite", ".json"):
             shutil.copy(p.with_suffix(ext), tmp_path / p.with_suffix(ext).name)
     (tmp_path / "m.json").write_text(json.dumps(spec))
