@@ -1,9 +1,10 @@
 """Workstation tooling: rebuild, train and quantise maskdoor's models (needs the [convert] extra)."""
 
 
-def check_members(spec_path, models, what: str, holds: str) -> None:
+def check_members(spec_path, models, what: str, holds: str) -> list[dict]:
     """The models a spec names by file name must sit in its folder, each with its sidecar
-    (``holds`` says what the sidecar holds, for the error); ValueError otherwise."""
+    (``holds`` says what the sidecar holds, for the error); ValueError otherwise. Returns the
+    sidecars."""
     from pathlib import Path
 
     from edge.tflite import load_sidecar
@@ -12,4 +13,4 @@ def check_members(spec_path, models, what: str, holds: str) -> None:
         if Path(m).resolve().parent != folder:
             raise ValueError(f"{m}: {what} must sit in the spec's folder "
                              f"({Path(spec_path).parent})")
-        load_sidecar(m, holds)
+    return [load_sidecar(m, holds) for m in models]

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -22,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from convert import ssdlite  # noqa: E402
 from convert.augment import augment  # noqa: E402
 from convert.res10 import build_res10  # noqa: E402
 from edge import ssd  # noqa: E402
@@ -58,15 +60,23 @@ def face_anchor_spec(caffe_spec: ssd.AnchorSpec) -> ssd.AnchorSpec:
                           variances=caffe_spec.variances)
 
 
-ARCHS = {"res10": "res10 SSD (OpenCV), fine-tuned with face priors",
-         "mnv2": "SSDLite on MobileNetV2 (ImageNet backbone), trained with face priors"}
+class Arch(NamedTuple):
+    """What training and export need to know of one detector architecture."""
+    description: str                 # the sidecar's "architecture"
+    prior_widths: tuple              # face widths of the priors per head (recorded per run)
+    stem: tuple[str, ...]            # name prefixes of the layers frozen unless --train-stem
+
+
+ARCHS = {"res10": Arch("res10 SSD (OpenCV), fine-tuned with face priors", FACE_PRIOR_WIDTHS,
+                       ("conv1", "layer_64")),
+         "mnv2": Arch("SSDLite on MobileNetV2 (ImageNet backbone), trained with face priors",
+                      ssdlite.PRIOR_WIDTHS, ssdlite.STEM)}
 
 
 def build(weights_dir: Path, input_hw=(320, 320), arch: str = "res10"):
     """(Keras model, anchor spec at ``input_hw``) of the detector ``arch`` (see :data:`ARCHS`)."""
     if arch == "mnv2":
-        from convert.ssdlite import BACKBONE_FILE, build_ssdlite
-        return build_ssdlite(weights_dir / BACKBONE_FILE, input_hw)
+        return ssdlite.build_ssdlite(weights_dir / ssdlite.BACKBONE_FILE, input_hw)
     if arch != "res10":
         raise ValueError(f"arch={arch!r}: expected one of {', '.join(ARCHS)}")
     model, caffe_spec, _ = build_res10(weights_dir / "deploy.prototxt",
@@ -276,8 +286,7 @@ EVAL_SIZE = 448
 
 def specs_for(weights_dir: Path, sizes, arch: str = "res10") -> dict[int, ssd.AnchorSpec]:
     if arch == "mnv2":
-        from convert.ssdlite import anchor_spec
-        return {s: anchor_spec((s, s)) for s in sizes}
+        return {s: ssdlite.anchor_spec((s, s)) for s in sizes}
     return {s: build(weights_dir, (s, s))[1] for s in sizes}
 
 
@@ -309,20 +318,16 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
     model, _ = build(weights_dir, (None, None), arch)
     if init is not None:
         model.load_weights(init)
-    if arch == "mnv2":
-        from convert.ssdlite import PRIOR_WIDTHS as prior_widths, STEM as stem
-    else:
-        prior_widths, stem = FACE_PRIOR_WIDTHS, ("conv1", "layer_64")
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # batches are small; keep the pretrained statistics
-        if not train_stem and layer.name.startswith(stem):
+        if not train_stem and layer.name.startswith(ARCHS[arch].stem):
             layer.trainable = False  # low-level filters transfer; saves the costliest backprop
     (out_dir / "config.json").write_text(json.dumps(
         {"sizes": list(sizes), "eval_size": eval_size, "epochs": epochs, "lr": lr,
          "batch_size": batch_size, "init": str(init) if init else None, "select_on": select_on,
          "train_stem": train_stem, "ignore": str(ignore) if ignore else None, "arch": arch,
-         "prior_widths": prior_widths,
+         "prior_widths": ARCHS[arch].prior_widths,
          "prior_aspect": FACE_ASPECT}, indent=1))
     train_s = load_voc_dataset(data_dir, "train")
     val_s = load_voc_dataset(data_dir, "val")
@@ -429,7 +434,7 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
     selected = json.loads((run_dir / "best.json").read_text())
     meta = {
         "format": "maskdoor-ssd/1",
-        "architecture": ARCHS[arch],
+        "architecture": ARCHS[arch].description,
         "input": {"color": "bgr", "resize": "stretch", "range": "0-255"},
         "anchors": spec.to_dict(),
         "score_threshold": 0.5,
@@ -460,8 +465,8 @@ def write_multipass(out: Path, models: list[Path], flip: bool, data_dir: Path,
     from convert import check_members
     from edge.detector import MULTIPASS_FORMAT
     out = Path(out)
-    check_members(out, models, "pass models", "the anchor spec")
-    widths = [load_sidecar(m)["anchors"]["input_size"][1] for m in models]
+    metas = check_members(out, models, "pass models", "the anchor spec")
+    widths = [meta["anchors"]["input_size"][1] for meta in metas]
     spec = {"format": MULTIPASS_FORMAT,
             "passes": [{"model": Path(m).name, "flip": flip,
                         **({"max_face": max_face} if max_face and w > widths[0] else {})}

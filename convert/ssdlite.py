@@ -45,9 +45,9 @@ def feature_sizes(hw: tuple[int, int]) -> list[tuple[int, int]]:
     ceil(n / 2)."""
     h, w = hw
     sizes = []
-    for stride in range(1, len(PRIOR_WIDTHS) + 3):  # strides 2 .. 128
+    for halvings in range(1, len(PRIOR_WIDTHS) + 3):  # strides 2, 4, .., 128
         h, w = math.ceil(h / 2), math.ceil(w / 2)
-        if stride >= 3:
+        if halvings >= 3:  # stride 8 and beyond: the heads
             sizes.append((h, w))
     return sizes
 
