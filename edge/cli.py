@@ -21,8 +21,9 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "full") -> None:
     from models import detector_path
     p.add_argument("--model", type=detector_path, default=detector_path(default),
                    help="face detector: 'full' (shipped 448x448), 'door' (shipped 256x256), "
-                   "'accurate' (448, plus 544 and 768 for small faces: 3 passes, most faces "
-                   f"found, slowest), a .tflite or a multi-pass .json (default: {default})")
+                   "'accurate' (two detectors at 448, plus 544 and 768 for small faces: 4 "
+                   "passes, most faces found, slowest), a .tflite or a multi-pass .json "
+                   f"(default: {default})")
     p.add_argument("--threads", type=int, default=1, help="interpreter CPU threads (default: 1)")
     p.add_argument("--threshold", type=float, default=None,
                    help="face score threshold (default: the model's, chosen on val)")
