@@ -53,6 +53,9 @@ def main(argv=None) -> int:
     t.add_argument("--arch", choices=("res10", "mnv2"), default="res10",
                    help="res10: fine-tune OpenCV's face SSD (default); mnv2: SSDLite on the "
                    "ImageNet MobileNetV2 backbone")
+    t.add_argument("--average", type=float, default=None, metavar="MOMENTUM",
+                   help="select and save a moving average of the weights with this momentum "
+                   "(e.g. 0.998) instead of the last step's (default: off)")
 
     g = sub.add_parser("detector-pseudo-ignore",
                        help="find likely unannotated faces in the train images, to ignore in "
@@ -124,7 +127,8 @@ def main(argv=None) -> int:
         train(args.data / "detect", args.weights, args.out, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, sizes=tuple(args.sizes),
               eval_size=args.eval_size, init=args.init, select_on=args.select_on,
-              train_stem=args.train_stem, ignore=args.ignore, arch=args.arch)
+              train_stem=args.train_stem, ignore=args.ignore, arch=args.arch,
+              average=args.average)
     elif args.cmd == "detector-pseudo-ignore":
         from convert.detector import pseudo_ignore
         pseudo_ignore(args.model, args.data / "detect", args.out, args.min_score)

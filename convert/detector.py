@@ -6,6 +6,7 @@ The fine-tuned model keeps res10's layers and head shapes but uses priors design
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -280,6 +281,43 @@ def selection_score(rec: DetectionRecords, rng: str = ">=40") -> tuple[float, fl
     return rec.recall(thr, rng), thr, rec.summary(thr)
 
 
+class WeightAverage:
+    """An exponential moving average of ``variables`` (Polyak averaging): val selection and export
+    then see the average of the last few hundred steps instead of the last step's weights, which
+    wander from batch to batch.
+
+    ``update()`` goes in the training step after the optimizer; the decay ramps up as
+    ``min(momentum, (1 + n) / (10 + n))`` after n updates so the first steps are not weighed
+    down by the starting weights. ``with average.applied():`` swaps the averages in and the
+    trained weights back out afterwards."""
+
+    def __init__(self, variables, momentum: float):
+        if not 0.0 < momentum < 1.0:
+            raise ValueError(f"weight-average momentum must be in (0, 1), got {momentum}")
+        self.variables = list(variables)
+        self.momentum = momentum
+        self.shadow = [tf.Variable(keras.ops.convert_to_tensor(v), trainable=False)
+                       for v in self.variables]
+        self.updates = tf.Variable(0.0, trainable=False)
+
+    def update(self):
+        self.updates.assign_add(1.0)
+        decay = tf.minimum(self.momentum, (1.0 + self.updates) / (10.0 + self.updates))
+        for shadow, var in zip(self.shadow, self.variables):
+            shadow.assign(decay * shadow + (1.0 - decay) * keras.ops.convert_to_tensor(var))
+
+    @contextlib.contextmanager
+    def applied(self):
+        trained = [keras.ops.convert_to_numpy(v) for v in self.variables]
+        for shadow, var in zip(self.shadow, self.variables):
+            var.assign(shadow.numpy())
+        try:
+            yield
+        finally:
+            for value, var in zip(trained, self.variables):
+                var.assign(value)
+
+
 TRAIN_SIZES = (256, 320, 384, 448, 512)
 EVAL_SIZE = 448
 
@@ -300,7 +338,7 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
           lr: float = 5e-4, sizes=TRAIN_SIZES, eval_size: int = EVAL_SIZE, seed: int = 0,
           max_steps: int | None = None, limit: int | None = None, init: Path | None = None,
           select_on: str = ">=40", train_stem: bool = False, ignore: Path | None = None,
-          arch: str = "res10") -> Path:
+          arch: str = "res10", average: float | None = None) -> Path:
     """Multi-scale fine-tuning: one set of weights that works at every size in ``sizes``.
 
     ``init``: weights to start from (a run's best.weights.h5) instead of OpenCV's res10;
@@ -309,7 +347,9 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
     ``train_stem``: train the first two blocks too (frozen by default);
     ``ignore``: an ignore file (:func:`pseudo_ignore`) of train-image regions to ignore;
     ``arch``: "res10" (OpenCV's face SSD, fine-tuned) or "mnv2" (SSDLite on the ImageNet
-    MobileNetV2, :mod:`convert.ssdlite`)."""
+    MobileNetV2, :mod:`convert.ssdlite`);
+    ``average``: a momentum such as 0.998 to select and save a moving average of the weights
+    (:class:`WeightAverage`) instead of the last step's."""
     if any(s % 64 for s in sizes):
         raise ValueError("training sizes must be multiples of 64 so every stride divides them")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -327,6 +367,7 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
         {"sizes": list(sizes), "eval_size": eval_size, "epochs": epochs, "lr": lr,
          "batch_size": batch_size, "init": str(init) if init else None, "select_on": select_on,
          "train_stem": train_stem, "ignore": str(ignore) if ignore else None, "arch": arch,
+         "average": average,
          "prior_widths": ARCHS[arch].prior_widths,
          "prior_aspect": FACE_ASPECT}, indent=1))
     train_s = load_voc_dataset(data_dir, "train")
@@ -342,6 +383,7 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
                                                    warmup_steps=min(300, total // 10),
                                                    alpha=0.02)
     opt = keras.optimizers.Adam(sched)
+    averaged = WeightAverage(model.trainable_variables, average) if average else None
 
     @tf.function(reduce_retracing=True)
     def step(x, labels, loc_t):
@@ -351,6 +393,8 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
             loss = cl + ll
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
+        if averaged is not None:
+            averaged.update()
         return cl, ll
 
     stop = threading.Event()
@@ -384,8 +428,9 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
                              m[0], m[1], time.time() - t0)
                 if max_steps is not None and done >= max_steps:
                     break
-            rec = evaluate_keras(model, specs[eval_size], val_s, val_images)
-            score, thr, summ = selection_score(rec, select_on)
+            with averaged.applied() if averaged else contextlib.nullcontext():
+                rec = evaluate_keras(model, specs[eval_size], val_s, val_images)
+                score, thr, summ = selection_score(rec, select_on)
             ap = rec.average_precision(select_on)
             entry = {"epoch": epoch, "steps": done, "loss": np.mean(losses, 0).round(4).tolist(),
                      "eval_size": eval_size, "select_on": select_on,
@@ -398,7 +443,8 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
             (out_dir / "history.json").write_text(json.dumps(history, indent=1))
             if score + 0.1 * ap > best:
                 best = score + 0.1 * ap
-                model.save_weights(out_dir / "best.weights.h5")
+                with averaged.applied() if averaged else contextlib.nullcontext():
+                    model.save_weights(out_dir / "best.weights.h5")
                 (out_dir / "best.json").write_text(json.dumps(entry, indent=1))
             if max_steps is not None and done >= max_steps:
                 break

@@ -226,3 +226,29 @@ def test_detector_arch_errors_name_the_fix(tmp_path):
     assert run_arch(tmp_path) == "res10"  # runs from before the option existed
     (tmp_path / "config.json").write_text(json.dumps({"arch": "mnv2"}))
     assert run_arch(tmp_path) == "mnv2"
+
+
+def test_weight_average_tracks_and_swaps_in_and_out():
+    needs_tensorflow()
+    import keras
+    import tensorflow as tf
+
+    from convert.detector import WeightAverage
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    kernel = model.trainable_variables[0]
+    start = keras.ops.convert_to_numpy(kernel).copy()
+    average = WeightAverage(model.trainable_variables, 0.9)
+    update = tf.function(average.update)
+    kernel.assign(start + 1.0)
+    update()  # first decay is min(0.9, 2/11): the new weights dominate
+    np.testing.assert_allclose(average.shadow[0].numpy(), start + 9 / 11, rtol=1e-5)
+    for _ in range(200):
+        update()  # decay reaches 0.9; the average converges on the held weights
+    np.testing.assert_allclose(average.shadow[0].numpy(), start + 1.0, atol=1e-4)
+    kernel.assign(start + 5.0)
+    with average.applied():
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), start + 1.0, atol=1e-4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), start + 5.0)
+    with pytest.raises(ValueError, match="momentum must be in"):
+        WeightAverage(model.trainable_variables, 1.0)
