@@ -428,10 +428,15 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
                              m[0], m[1], time.time() - t0)
                 if max_steps is not None and done >= max_steps:
                     break
+            # val selection and the saved weights see the same (averaged) weights: one swap
             with averaged.applied() if averaged else contextlib.nullcontext():
                 rec = evaluate_keras(model, specs[eval_size], val_s, val_images)
                 score, thr, summ = selection_score(rec, select_on)
-            ap = rec.average_precision(select_on)
+                ap = rec.average_precision(select_on)
+                improved = score + 0.1 * ap > best
+                if improved:
+                    best = score + 0.1 * ap
+                    model.save_weights(out_dir / "best.weights.h5")
             entry = {"epoch": epoch, "steps": done, "loss": np.mean(losses, 0).round(4).tolist(),
                      "eval_size": eval_size, "select_on": select_on,
                      f"val_recall_{select_on}_at_p90": round(score, 4),
@@ -441,10 +446,7 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
             history.append(entry)
             log.info("val: %s", json.dumps(entry))
             (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-            if score + 0.1 * ap > best:
-                best = score + 0.1 * ap
-                with averaged.applied() if averaged else contextlib.nullcontext():
-                    model.save_weights(out_dir / "best.weights.h5")
+            if improved:
                 (out_dir / "best.json").write_text(json.dumps(entry, indent=1))
             if max_steps is not None and done >= max_steps:
                 break

@@ -110,9 +110,10 @@ def test_mirrored_passes_are_symmetric_and_accurate_is_quiet_on_empty_scenes(acc
     spec = {"format": "maskdoor-multipass/1", "score_threshold": accurate.score_threshold,
             "passes": [{"model": "face_detector_res10.tflite", "flip": True},
                        {"model": "face_detector_768.tflite", "flip": True, "max_face": 128}]}
-    for p in accurate.model_paths():
-        for ext in (".tflite", ".json"):
-            shutil.copy(p.with_suffix(ext), tmp_path / p.with_suffix(ext).name)
+    for p in accurate.model_paths():  # the shipped files this spec names, with their sidecars
+        if p.name in {q["model"] for q in spec["passes"]}:
+            for ext in (".tflite", ".json"):
+                shutil.copy(p.with_suffix(ext), tmp_path / p.with_suffix(ext).name)
     (tmp_path / "m.json").write_text(json.dumps(spec))
     mirrored = load_detector(tmp_path / "m.json")
     image = cv2.imread(str(FIXTURE_IMAGES[0]))
