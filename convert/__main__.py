@@ -50,9 +50,10 @@ def main(argv=None) -> int:
     t.add_argument("--ignore", type=Path, default=None,
                    help="regions of train images to ignore (likely unannotated faces), from "
                    "`detector-pseudo-ignore`")
-    t.add_argument("--arch", choices=("res10", "mnv2"), default="res10",
+    t.add_argument("--arch", choices=("res10", "mnv2", "mnv2fpn"), default="res10",
                    help="res10: fine-tune OpenCV's face SSD (default); mnv2: SSDLite on the "
-                   "ImageNet MobileNetV2 backbone")
+                   "ImageNet MobileNetV2 backbone; mnv2fpn: the same with a top-down (FPN) path "
+                   "(--init from an mnv2 run copies its layers)")
     t.add_argument("--average", type=float, default=None, metavar="MOMENTUM",
                    help="select and save a moving average of the weights with this momentum "
                    "(e.g. 0.998) instead of the last step's (default: off)")

@@ -71,13 +71,18 @@ class Arch(NamedTuple):
 ARCHS = {"res10": Arch("res10 SSD (OpenCV), fine-tuned with face priors", FACE_PRIOR_WIDTHS,
                        ("conv1", "layer_64")),
          "mnv2": Arch("SSDLite on MobileNetV2 (ImageNet backbone), trained with face priors",
-                      ssdlite.PRIOR_WIDTHS, ssdlite.STEM)}
+                      ssdlite.PRIOR_WIDTHS, ssdlite.STEM),
+         "mnv2fpn": Arch("SSDLite on MobileNetV2 (ImageNet backbone) with a top-down (FPN) path, "
+                         "trained with face priors", ssdlite.PRIOR_WIDTHS, ssdlite.STEM)}
+
+SSDLITE_ARCHS = ("mnv2", "mnv2fpn")  # same priors (convert.ssdlite.anchor_spec)
 
 
 def build(weights_dir: Path, input_hw=(320, 320), arch: str = "res10"):
     """(Keras model, anchor spec at ``input_hw``) of the detector ``arch`` (see :data:`ARCHS`)."""
-    if arch == "mnv2":
-        return ssdlite.build_ssdlite(weights_dir / ssdlite.BACKBONE_FILE, input_hw)
+    if arch in SSDLITE_ARCHS:
+        return ssdlite.build_ssdlite(weights_dir / ssdlite.BACKBONE_FILE, input_hw,
+                                     fpn=arch == "mnv2fpn")
     if arch != "res10":
         raise ValueError(f"arch={arch!r}: expected one of {', '.join(ARCHS)}")
     model, caffe_spec, _ = build_res10(weights_dir / "deploy.prototxt",
@@ -323,7 +328,7 @@ EVAL_SIZE = 448
 
 
 def specs_for(weights_dir: Path, sizes, arch: str = "res10") -> dict[int, ssd.AnchorSpec]:
-    if arch == "mnv2":
+    if arch in SSDLITE_ARCHS:
         return {s: ssdlite.anchor_spec((s, s)) for s in sizes}
     return {s: build(weights_dir, (s, s))[1] for s in sizes}
 
@@ -346,8 +351,8 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
     ">=40" (at least 40 px wide) or "door" (at least 10% of the image width);
     ``train_stem``: train the first two blocks too (frozen by default);
     ``ignore``: an ignore file (:func:`pseudo_ignore`) of train-image regions to ignore;
-    ``arch``: "res10" (OpenCV's face SSD, fine-tuned) or "mnv2" (SSDLite on the ImageNet
-    MobileNetV2, :mod:`convert.ssdlite`);
+    ``arch``: "res10" (OpenCV's face SSD, fine-tuned), "mnv2" (SSDLite on the ImageNet
+    MobileNetV2, :mod:`convert.ssdlite`) or "mnv2fpn" (the same with a top-down path);
     ``average``: a momentum such as 0.998 to select and save a moving average of the weights
     (:class:`WeightAverage`) instead of the last step's."""
     if any(s % 64 for s in sizes):
@@ -357,7 +362,7 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
     specs = specs_for(weights_dir, set(sizes) | {eval_size}, arch)
     model, _ = build(weights_dir, (None, None), arch)
     if init is not None:
-        model.load_weights(init)
+        load_init(model, Path(init), weights_dir, arch)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # batches are small; keep the pretrained statistics
@@ -453,6 +458,32 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
     finally:
         stop.set()
     return out_dir / "best.weights.h5"
+
+
+def load_init(model, init: Path, weights_dir: Path, arch: str) -> None:
+    """Load a run's ``best.weights.h5`` into ``model``. A run of another architecture (its
+    ``config.json`` says which, e.g. a plain SSDLite into the FPN one) is loaded into its own
+    model and copied layer by layer by name; the layers it lacks keep their initialisation."""
+    if not init.is_file():
+        raise FileNotFoundError(f"--init {init}: no such weights file (a run's best.weights.h5)")
+    source = run_arch(init.parent) if (init.parent / "config.json").is_file() else arch
+    if source == arch:
+        model.load_weights(init)
+        return
+    other, _ = build(weights_dir, (None, None), source)
+    other.load_weights(init)
+    names = {layer.name for layer in model.layers}
+    missing = [layer.name for layer in other.layers if layer.weights and layer.name not in names]
+    if missing:
+        raise ValueError(f"--init {init}: a {source} run does not fit arch {arch} "
+                         f"(layers {', '.join(missing[:3])} have no counterpart)")
+    for layer in other.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.get_weights())
+    fresh = [layer.name for layer in model.layers if layer.weights and
+             layer.name not in {o.name for o in other.layers}]
+    log.info("--init %s (%s): copied by layer name; new layers: %s", init, source,
+             ", ".join(fresh) or "none")
 
 
 def calibration_images(data_dir: Path, hw, count: int, seed: int = 0):

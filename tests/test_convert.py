@@ -9,7 +9,7 @@ import pytest
 from conftest import FIXTURE_IMAGES, needs_tensorflow
 
 
-@pytest.mark.parametrize("arch", ["res10", "mnv2"])
+@pytest.mark.parametrize("arch", ["res10", "mnv2", "mnv2fpn"])
 def test_int8_detector_loads_and_detects_through_edge(arch, shared_weights, tmp_path):
     """Both architectures `convert detector-train --arch` offers quantise to int8, load
     through the device's loader and track their float model."""
@@ -178,19 +178,25 @@ def test_pseudo_ignore_finds_unannotated_faces_only(tmp_path):
         read_ignore(tmp_path / "bad.json")
 
 
-def test_ssdlite_anchor_spec_matches_its_heads_at_any_size():
-    """The SSDLite-MobileNetV2 alternative: one output row per prior of its anchor spec, at
-    square and 4:3 sizes; every prior starts at p(face) = 0.01."""
+@pytest.mark.parametrize("arch", ["mnv2", "mnv2fpn"])
+def test_ssdlite_anchor_spec_matches_its_heads_at_any_size(arch, tmp_path):
+    """The SSDLite-MobileNetV2 alternative, plain and with the top-down path: one output row
+    per prior of the anchor spec that training matches against (``specs_for``), at square and
+    4:3 sizes; every prior starts at p(face) = 0.01."""
     needs_tensorflow()
+    from convert.detector import specs_for
     from convert.ssdlite import PRIOR_FACE, PRIOR_WIDTHS, anchor_spec, build_ssdlite
 
-    model, spec = build_ssdlite(None, (None, None))
+    model, spec = build_ssdlite(None, (None, None), fpn=arch == "mnv2fpn")
     assert spec is None
     for hw in ((128, 128), (192, 256), (224, 160)):
         out = model(np.zeros((1, *hw, 3), np.float32))
         spec = anchor_spec(hw)
         assert out["loc"].shape == (1, spec.count, 4) and out["conf"].shape == (1, spec.count, 2)
         assert spec.feature_maps[0].size == (hw[0] // 8, hw[1] // 8)
+    for size, train_spec in specs_for(tmp_path, (128, 256), arch).items():
+        out = model(np.zeros((1, size, size, 3), np.float32))
+        assert out["conf"].shape == (1, train_spec.count, 2)
     for i in range(len(PRIOR_WIDTHS)):
         bias = model.get_layer(f"head{i}_conf_pw").get_weights()[1]
         face = 1 / (1 + np.exp(bias[0::2] - bias[1::2]))
@@ -226,6 +232,40 @@ def test_detector_arch_errors_name_the_fix(tmp_path):
     assert run_arch(tmp_path) == "res10"  # runs from before the option existed
     (tmp_path / "config.json").write_text(json.dumps({"arch": "mnv2"}))
     assert run_arch(tmp_path) == "mnv2"
+
+
+def test_fpn_detector_warm_starts_from_a_plain_ssdlite_run(shared_weights, tmp_path):
+    """--init of an mnv2 run into mnv2fpn copies every layer by name; the top-down laterals
+    start at zero, so the FPN model's output equals the plain run's until training moves it."""
+    needs_tensorflow()
+    from convert.detector import build, load_init
+
+    plain, _ = build(shared_weights, (None, None), "mnv2")
+    for layer in plain.layers:  # stand-in for trained weights: perturb every head
+        if layer.name.startswith("head"):
+            layer.set_weights([w + 0.01 * np.random.default_rng(0).standard_normal(w.shape)
+                               for w in layer.get_weights()])
+    run = tmp_path / "run"
+    run.mkdir()
+    plain.save_weights(run / "best.weights.h5")
+    (run / "config.json").write_text(json.dumps({"arch": "mnv2"}))
+    fpn, _ = build(shared_weights, (None, None), "mnv2fpn")
+    before = fpn.get_layer("head0_conf_pw").get_weights()[0].copy()
+    load_init(fpn, run / "best.weights.h5", shared_weights, "mnv2fpn")
+    assert not np.allclose(before, fpn.get_layer("head0_conf_pw").get_weights()[0])
+    x = cv2.resize(cv2.imread(str(FIXTURE_IMAGES[0])), (128, 128)).astype(np.float32)[None]
+    a, b = fpn(x), plain(x)
+    np.testing.assert_allclose(a["conf"].numpy(), b["conf"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(a["loc"].numpy(), b["loc"].numpy(), atol=1e-5)
+    # an FPN run does not fit the plain model; sides that are no multiple of 32 are refused
+    fpn.save_weights(tmp_path / "fpn.weights.h5")
+    (tmp_path / "config.json").write_text(json.dumps({"arch": "mnv2fpn"}))
+    with pytest.raises(ValueError, match="does not fit arch mnv2"):
+        load_init(plain, tmp_path / "fpn.weights.h5", shared_weights, "mnv2")
+    with pytest.raises(FileNotFoundError, match="no such weights file"):
+        load_init(plain, tmp_path / "none.weights.h5", shared_weights, "mnv2")
+    with pytest.raises(ValueError, match="multiples of 32"):
+        build(shared_weights, (300, 300), "mnv2fpn")
 
 
 def test_weight_average_tracks_and_swaps_in_and_out():
