@@ -17,11 +17,15 @@ def test_int8_detector_loads_and_detects_through_edge(arch, shared_weights, tmp_
     from convert.detector import build
     from convert.quantize import to_int8_tflite
     from edge.detector import FaceDetector
+    from edge.opcount import op_counts
 
     hw = (160, 160) if arch == "res10" else (128, 128)
     model, spec = build(shared_weights, hw, arch)
     images = [cv2.resize(cv2.imread(str(p)), hw[::-1]) for p in FIXTURE_IMAGES]
-    out = to_int8_tflite(model, lambda: iter(images), tmp_path / "d.tflite")
+    out = to_int8_tflite(model, lambda: iter(images), tmp_path / "d.tflite", batch_of_one=True)
+    _, ops = op_counts(out)  # static shapes, only ops the Edge TPU compiler maps
+    assert not {"SHAPE", "TILE", "SPACE_TO_BATCH_ND"} & set(ops), ops
+    assert ("RESIZE_NEAREST_NEIGHBOR" in ops) == (arch == "mnv2fpn")
     (tmp_path / "d.json").write_text(json.dumps({"anchors": spec.to_dict(), "score_threshold": 0.3}))
     det = FaceDetector(out)
     assert det.model.input.dtype is np.uint8 and det.input_hw == hw
