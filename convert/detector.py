@@ -473,6 +473,7 @@ def load_init(model, init: Path, weights_dir: Path, arch: str) -> None:
     other, _ = build(weights_dir, (None, None), source)
     other.load_weights(init)
     names = {layer.name for layer in model.layers}
+    source_names = {layer.name for layer in other.layers}
     missing = [layer.name for layer in other.layers if layer.weights and layer.name not in names]
     if missing:
         raise ValueError(f"--init {init}: a {source} run does not fit arch {arch} "
@@ -480,8 +481,8 @@ def load_init(model, init: Path, weights_dir: Path, arch: str) -> None:
     for layer in other.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.get_weights())
-    fresh = [layer.name for layer in model.layers if layer.weights and
-             layer.name not in {o.name for o in other.layers}]
+    fresh = [layer.name for layer in model.layers
+             if layer.weights and layer.name not in source_names]
     log.info("--init %s (%s): copied by layer name; new layers: %s", init, source,
              ", ".join(fresh) or "none")
 
