@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with res10's Caffe files for the side-by-side row "
                         "(default: a weights/ folder found beside the dataset); 'none' to skip")
     e.add_argument("--limit", type=int, default=None, help="only the first N images")
+    e.add_argument("--unlabelled", type=Path, default=None, metavar="CSV",
+                   help="audited visible faces the annotation lacks (columns image, x1, y1, x2, "
+                        "y2; image as in splits.csv): also report precision and AP with "
+                        "detections on them ignored")
     _add_classifier_arg(e, "to skip")
     e.add_argument("--roc", type=Path, default=None, help="write the classifier's ROC curve PNG")
     _add_model_args(e)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,12 @@ class Sample:
     height: int
     objects: tuple[Annotation, ...]
     split: str | None = None
+    unlabelled: tuple[Box, ...] = ()  # audited visible faces the annotation lacks
+
+    @property
+    def unlabelled_boxes(self) -> np.ndarray:
+        return np.array([[b.x1, b.y1, b.x2, b.y2] for b in self.unlabelled],
+                        np.float32).reshape(-1, 4)
 
     @property
     def boxes(self) -> np.ndarray:
@@ -98,3 +104,42 @@ def load_voc_dataset(folder: str | Path, split: str | None = None) -> list[Sampl
     if not samples:
         raise DatasetError(f"{folder}: no annotated images" + (f" in split {split!r}" if split else ""))
     return samples
+
+
+UNLABELLED_COLUMNS = ("image", "x1", "y1", "x2", "y2")
+
+
+def add_unlabelled(samples: list[Sample], csv_path: str | Path) -> tuple[list[Sample], int]:
+    """Attach the audited unlabelled faces of ``csv_path`` to ``samples``.
+
+    The csv has columns image, x1, y1, x2, y2 (pixels); ``image`` is a path as in splits.csv and
+    matches the sample whose image path ends with it. Returns the samples and how many boxes fell
+    on them (rows for images outside ``samples``, e.g. another split, are skipped)."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DatasetError(f"unlabelled-faces file not found: {csv_path}")
+    by_image: dict[str, list[Box]] = {}
+    with csv_path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = set(UNLABELLED_COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise DatasetError(f"{csv_path}: needs the columns {', '.join(UNLABELLED_COLUMNS)}; "
+                               f"missing {', '.join(sorted(missing))}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                box = Box(*(float(row[k]) for k in UNLABELLED_COLUMNS[1:]))
+            except (TypeError, ValueError):
+                raise DatasetError(f"{csv_path}, line {line}: x1, y1, x2, y2 must be numbers "
+                                   f"(pixels), got {[row[k] for k in UNLABELLED_COLUMNS[1:]]}")
+            if not (box.x2 > box.x1 and box.y2 > box.y1):
+                raise DatasetError(f"{csv_path}, line {line}: empty box (need x2 > x1, y2 > y1)")
+            by_image.setdefault(Path(row["image"]).as_posix(), []).append(box)
+    out, used = [], 0
+    for s in samples:
+        parts = s.image.resolve().parts
+        key = next((k for k in ("/".join(parts[-n:]) for n in range(1, len(parts) + 1))
+                    if k in by_image), None)
+        boxes = tuple(by_image.get(key, ()))
+        used += len(boxes)
+        out.append(replace(s, unlabelled=s.unlabelled + boxes))
+    return out, used

@@ -64,3 +64,35 @@ def test_threshold_for_precision_keeps_groups_of_equal_scores_whole():
     assert t == pytest.approx(0.9)
     assert r.precision(t) >= 0.9
     assert r.threshold_for_precision(0.75) == pytest.approx(0.7)
+
+
+def test_audited_precision_ignores_detections_on_unlabelled_faces_only():
+    """A detection on a face the annotation lacks is neither true nor false positive once
+    audited (VOC 'difficult'); plain precision and recall do not change."""
+    r = DetectionRecords()
+    gt = np.array([[0, 0, 50, 50]])
+    unlabelled = np.array([[200, 0, 260, 60]])
+    dets = np.array([[0, 0, 50, 50], [202, 2, 258, 60], [400, 0, 460, 60]])
+    r.add(gt, dets, np.array([0.9, 0.8, 0.7]), unlabelled=unlabelled)
+    assert r.precision(0.5, ">=40") == pytest.approx(1 / 3)
+    assert r.precision(0.5, ">=40", audited=True) == pytest.approx(1 / 2)
+    assert r.precision(0.75, ">=40", audited=True) == 1.0
+    assert r.recall(0.5, ">=40") == 1.0 and r.count() == 1
+    assert r.average_precision(">=40", audited=True) == pytest.approx(1.0)
+    s = r.summary(0.5)
+    assert s["precision_>=40"] == pytest.approx(0.3333, abs=1e-4)
+    assert s["audited"] == {"unlabelled_faces": 1, "detections_on_them": 1,
+                            "precision_>=40": 0.5, "ap_>=40": 1.0}
+
+
+def test_a_labelled_face_wins_over_an_unlabelled_box_it_overlaps():
+    r = DetectionRecords()
+    box = np.array([[0, 0, 50, 50]])
+    r.add(box, box, np.array([0.9]), unlabelled=box)
+    assert r.det_unlabelled == [False] and r.precision(0.5) == 1.0
+
+
+def test_no_audit_means_no_audited_figures():
+    r = DetectionRecords()
+    r.add(np.array([[0, 0, 50, 50]]), np.array([[0, 0, 50, 50]]), np.array([0.9]))
+    assert "audited" not in r.summary(0.5)
