@@ -151,13 +151,12 @@ class DetectionRecords:
         idx = np.flatnonzero(mrec[1:] != mrec[:-1])
         return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
-    def threshold_for_precision(self, target: float, rng: str = "all",
-                                audited: bool = False) -> float:
+    def threshold_for_precision(self, target: float, rng: str = "all") -> float:
         """The threshold with the most recall whose precision in ``rng`` is at least ``target``.
 
         Only cuts between different scores count: int8 models give many equal scores, and a
         threshold keeps all of them or none."""
-        _, s, tp, fp = self._arrays(rng, audited)
+        _, s, tp, fp = self._arrays(rng)
         order = np.argsort(-s, kind="stable")
         tp_c, fp_c = np.cumsum(tp[order]), np.cumsum(fp[order])
         prec = tp_c / np.maximum(tp_c + fp_c, 1)
