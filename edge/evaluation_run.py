@@ -135,6 +135,12 @@ def run_eval(args) -> int:
         print("unm.rec: unmasked (without/incorrect) faces found and flagged; mask.FA: masked faces "
               "found but flagged; inc.: incorrect_mask verdicts among found faces; door.unm, "
               "door.FA: the same for faces at least 10% of the image width")
+        for name, r in report["pipelines"].items():
+            if "audited" in r:
+                print(f"audited (unlabelled faces ignored), {name}: AP unmasked >= 40 "
+                      f"{r['ap_unmasked_>=40']:.3f} -> {r['audited']['ap_unmasked_>=40']:.3f}, "
+                      f"AP masked >= 40 {r['ap_masked_>=40']:.3f} -> "
+                      f"{r['audited']['ap_masked_>=40']:.3f}")
         for name, c in report["classifier_on_ground_truth_crops"].items():
             print(f"{name} on ground-truth crops: {c['crops']} crops, 3-class accuracy "
                   f"{c['accuracy_3class']:.4f}, mask vs not {c['accuracy_mask_vs_not']:.4f}, "

@@ -51,7 +51,7 @@ class PipelineRecords:
             k = [i for i, lab in enumerate(labels) if lab in classes]
             scores = np.array([f.score * pick(f) if f.label else 0.0 for f in faces])
             records.add(gt[k] if k else np.zeros((0, 4)), boxes, scores,
-                        image_width=sample.width)
+                        image_width=sample.width, unlabelled=sample.unlabelled_boxes)
         # verdicts at the operating threshold: one detection per face, greedy by score
         kept = det >= self.threshold
         match = DetectionRecords().add(gt, boxes[kept], det[kept])
@@ -92,6 +92,10 @@ class PipelineRecords:
         out["ap_unmasked_door"] = round(self.unmasked.average_precision("door"), 4)
         out["ap_unmasked"] = round(self.unmasked.average_precision("all"), 4)
         out["ap_masked"] = round(self.masked.average_precision("all"), 4)
+        if self.unmasked.unlabelled_faces:  # detections on them: mask state unknown, ignored
+            out["audited"] = {
+                "ap_unmasked_>=40": round(self.unmasked.average_precision(">=40", True), 4),
+                "ap_masked_>=40": round(self.masked.average_precision(">=40", True), 4)}
         return out
 
 

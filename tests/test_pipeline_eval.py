@@ -45,6 +45,20 @@ def test_ap_uses_detector_times_class_probability():
     assert s["ap_masked_>=40"] == pytest.approx(1.0)
 
 
+def test_audited_ap_ignores_a_verdict_on_an_unlabelled_face():
+    """A face the annotation lacks has no known mask state: flagging it is neither right nor
+    wrong once audited; the plain AP counts it as a false alarm."""
+    from dataclasses import replace
+    r = PipelineRecords(threshold=0.5)
+    s = replace(sample((0, "without_mask"), (100, "with_mask")), unlabelled=(Box(300, 0, 350, 60),))
+    r.add(s, [face(0, "without_mask", 0.6), face(100, "with_mask", 0.9),
+              face(300, "without_mask", 0.9)], 1.0)
+    out = r.summary()
+    assert out["ap_unmasked_>=40"] == pytest.approx(0.5)
+    assert out["audited"]["ap_unmasked_>=40"] == pytest.approx(1.0)
+    assert "audited" not in PipelineRecords(0.5).summary()
+
+
 def test_crop_accuracy_and_roc(tmp_path):
     gts = np.array(["with_mask", "without_mask", "incorrect_mask", "with_mask"], dtype=object)
     preds = np.array(["with_mask", "without_mask", "without_mask", "without_mask"], dtype=object)
