@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import DatasetError
-from edge.types import Box
+from edge.types import Box, box_array
 
 CLASSES = ("with_mask", "without_mask", "incorrect_mask")
 
@@ -32,14 +32,12 @@ class Sample:
 
     @property
     def unlabelled_boxes(self) -> np.ndarray:
-        return np.array([[b.x1, b.y1, b.x2, b.y2] for b in self.unlabelled],
-                        np.float32).reshape(-1, 4)
+        return box_array(self.unlabelled)
 
     @property
     def boxes(self) -> np.ndarray:
         """The annotated boxes as an (N, 4) array of x1, y1, x2, y2 pixels."""
-        return np.array([[o.box.x1, o.box.y1, o.box.x2, o.box.y2] for o in self.objects],
-                        np.float32).reshape(-1, 4)
+        return box_array(o.box for o in self.objects)
 
     @property
     def labels(self) -> list[str]:

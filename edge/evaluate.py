@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.ssd import iou_matrix
+from edge.types import box_array
 
 WIDTH_RANGES = {"all": (0, float("inf")), "<40": (0, 40), "40-80": (40, 80),
                 "80-160": (80, 160), ">=160": (160, float("inf")), ">=40": (40, float("inf"))}
@@ -45,8 +46,7 @@ def in_range(rng: str, width, image_width) -> np.ndarray:
 
 def face_arrays(faces) -> tuple[np.ndarray, np.ndarray]:
     """Faces as (boxes (N, 4) x1 y1 x2 y2, scores (N,)) arrays."""
-    boxes = np.array([[f.box.x1, f.box.y1, f.box.x2, f.box.y2] for f in faces], np.float32)
-    return boxes.reshape(-1, 4), np.array([f.score for f in faces], np.float32)
+    return box_array(f.box for f in faces), np.array([f.score for f in faces], np.float32)
 
 
 @dataclass
@@ -77,6 +77,9 @@ class DetectionRecords:
         det_scores = np.asarray(det_scores, np.float32).reshape(-1)
         order = np.argsort(-det_scores, kind="stable")
         ious = iou_matrix(det_boxes[order], gt_boxes) if len(gt_boxes) and len(order) else None
+        # detections on an audited unlabelled face (used only if they match no annotated face)
+        on_unlabelled = (iou_matrix(det_boxes, unlabelled).max(axis=1) >= self.iou_threshold
+                         if len(unlabelled) and len(det_boxes) else np.zeros(len(det_boxes), bool))
         gt_match = np.full(len(gt_boxes), -1)
         gw = gt_boxes[:, 2] - gt_boxes[:, 0]
         for rank, d in enumerate(order):
@@ -91,8 +94,7 @@ class DetectionRecords:
             self.det_width.append(float(det_boxes[d, 2] - det_boxes[d, 0]))
             self.det_gt_width.append(float(gw[j]) if j >= 0 else float("nan"))
             self.det_image_width.append(float(image_width))
-            self.det_unlabelled.append(j < 0 and len(unlabelled) > 0 and bool(
-                iou_matrix(det_boxes[d:d + 1], unlabelled).max() >= self.iou_threshold))
+            self.det_unlabelled.append(j < 0 and bool(on_unlabelled[d]))
         self.unlabelled_faces += len(unlabelled)
         for k in range(len(gt_boxes)):
             self.gt_width.append(float(gw[k]))

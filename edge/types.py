@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class Box:
 
     def as_list(self, ndigits: int = 1) -> list[float]:
         return [round(v, ndigits) for v in (self.x1, self.y1, self.x2, self.y2)]
+
+
+def box_array(boxes: Iterable[Box]) -> np.ndarray:
+    """Boxes as an (N, 4) float32 array of x1, y1, x2, y2 (N may be 0)."""
+    return np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes], np.float32).reshape(-1, 4)
 
 
 @dataclass(frozen=True)
