@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     t.add_argument("--average", type=float, default=None, metavar="MOMENTUM",
                    help="select and save a moving average of the weights with this momentum "
                    "(e.g. 0.998) instead of the last step's (default: off)")
+    t.add_argument("--qat", action="store_true",
+                   help="quantisation-aware: train and select through the int8 rounding of "
+                   "weights and activations that the export applies (convert/qat.py)")
 
     g = sub.add_parser("detector-pseudo-ignore",
                        help="find likely unannotated faces in the train images, to ignore in "
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
               batch_size=args.batch_size, lr=args.lr, sizes=tuple(args.sizes),
               eval_size=args.eval_size, init=args.init, select_on=args.select_on,
               train_stem=args.train_stem, ignore=args.ignore, arch=args.arch,
-              average=args.average)
+              average=args.average, qat=args.qat)
     elif args.cmd == "detector-pseudo-ignore":
         from convert.detector import pseudo_ignore
         pseudo_ignore(args.model, args.data / "detect", args.out, args.min_score)

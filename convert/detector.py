@@ -343,7 +343,7 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
           lr: float = 5e-4, sizes=TRAIN_SIZES, eval_size: int = EVAL_SIZE, seed: int = 0,
           max_steps: int | None = None, limit: int | None = None, init: Path | None = None,
           select_on: str = ">=40", train_stem: bool = False, ignore: Path | None = None,
-          arch: str = "res10", average: float | None = None) -> Path:
+          arch: str = "res10", average: float | None = None, qat: bool = False) -> Path:
     """Multi-scale fine-tuning: one set of weights that works at every size in ``sizes``.
 
     ``init``: weights to start from (a run's best.weights.h5) instead of OpenCV's res10;
@@ -354,7 +354,10 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
     ``arch``: "res10" (OpenCV's face SSD, fine-tuned), "mnv2" (SSDLite on the ImageNet
     MobileNetV2, :mod:`convert.ssdlite`) or "mnv2fpn" (the same with a top-down path);
     ``average``: a momentum such as 0.998 to select and save a moving average of the weights
-    (:class:`WeightAverage`) instead of the last step's."""
+    (:class:`WeightAverage`) instead of the last step's;
+    ``qat``: train and select through the int8 rounding the export will apply
+    (:mod:`convert.qat`; activation ranges recalibrated on the export's representative images
+    before each val selection, at ``eval_size``)."""
     if any(s % 64 for s in sizes):
         raise ValueError("training sizes must be multiples of 64 so every stride divides them")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -372,7 +375,7 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
         {"sizes": list(sizes), "eval_size": eval_size, "epochs": epochs, "lr": lr,
          "batch_size": batch_size, "init": str(init) if init else None, "select_on": select_on,
          "train_stem": train_stem, "ignore": str(ignore) if ignore else None, "arch": arch,
-         "average": average,
+         "average": average, "qat": qat,
          "prior_widths": ARCHS[arch].prior_widths,
          "prior_aspect": FACE_ASPECT}, indent=1))
     train_s = load_voc_dataset(data_dir, "train")
@@ -389,11 +392,17 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
                                                    alpha=0.02)
     opt = keras.optimizers.Adam(sched)
     averaged = WeightAverage(model.trainable_variables, average) if average else None
+    net = model
+    if qat:
+        from convert import qat as fake_quant
+        net = fake_quant.fake_quant_model(model)
+        calib = calibration_images(data_dir, (eval_size, eval_size), CALIBRATION_IMAGES)
+        fake_quant.calibrate(net, calib)
 
     @tf.function(reduce_retracing=True)
     def step(x, labels, loc_t):
         with tf.GradientTape() as tape:
-            out = model(x, training=True)
+            out = net(x, training=True)
             cl, ll = ssd_loss(labels, loc_t, out["loc"], out["conf"])
             loss = cl + ll
         grads = tape.gradient(loss, model.trainable_variables)
@@ -435,7 +444,9 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, ba
                     break
             # val selection and the saved weights see the same (averaged) weights: one swap
             with averaged.applied() if averaged else contextlib.nullcontext():
-                rec = evaluate_keras(model, specs[eval_size], val_s, val_images)
+                if qat:  # the ranges the export would pick for these weights
+                    fake_quant.calibrate(net, calib)
+                rec = evaluate_keras(net, specs[eval_size], val_s, val_images)
                 score, thr, summ = selection_score(rec, select_on)
                 ap = rec.average_precision(select_on)
                 improved = score + 0.1 * ap > best
@@ -496,8 +507,11 @@ def calibration_images(data_dir: Path, hw, count: int, seed: int = 0):
     return [cv2.resize(cv2.imread(str(samples[i].image)), (w, h)) for i in sorted(pick)]
 
 
+CALIBRATION_IMAGES = 300
+
+
 def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
-           size: int | tuple[int, int], calibration: int = 300, tune_for: str = ">=40") -> dict:
+           size: int | tuple[int, int], calibration: int = CALIBRATION_IMAGES, tune_for: str = ">=40") -> dict:
     """Quantise the run's selected weights to int8 at input ``size`` (N, or (height, width)),
     pick the operating threshold on val with the int8 model itself (:func:`choose_threshold`)
     and write ``out_path`` plus its JSON sidecar. Returns the sidecar."""
