@@ -17,7 +17,8 @@ the same layers (shared weights) and adds what full-integer quantisation does:
 
 Rounding passes gradients straight through inside the range (``tf.quantization.fake_quant_*``).
 The trained weights are the float model's own, so export is unchanged: quantise the float
-model with the same representative images."""
+model with the same representative images. The graph walk uses Keras 3's functional internals
+(``_run_through_graph``, ``_nodes_by_depth``); ``tests/test_qat.py`` fails if they change."""
 
 from __future__ import annotations
 
