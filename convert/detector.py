@@ -511,7 +511,8 @@ CALIBRATION_IMAGES = 300
 
 
 def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
-           size: int | tuple[int, int], calibration: int = CALIBRATION_IMAGES, tune_for: str = ">=40") -> dict:
+           size: int | tuple[int, int], calibration: int = CALIBRATION_IMAGES,
+           tune_for: str = ">=40") -> dict:
     """Quantise the run's selected weights to int8 at input ``size`` (N, or (height, width)),
     pick the operating threshold on val with the int8 model itself (:func:`choose_threshold`)
     and write ``out_path`` plus its JSON sidecar. Returns the sidecar."""

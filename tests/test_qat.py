@@ -87,3 +87,48 @@ def test_quantised_kernel_rounds_each_output_channel_to_127_steps():
         step = np.abs(channels).max(0) / 127
         np.testing.assert_allclose(flat_q, np.round(channels / step) * step, rtol=1e-5,
                                    atol=1e-6)
+
+
+def test_detector_training_with_qat_selects_on_the_simulated_int8_model(shared_weights, tmp_path,
+                                                                      monkeypatch):
+    """`convert detector-train --qat` end to end on a tiny dataset: it trains through the
+    rounding, records the choice and saves float weights the export can load."""
+    needs_tensorflow()
+    import shutil
+
+    from conftest import FIXTURES
+    from convert import detector, qat
+    from convert.detector import build, train
+
+    calibrated, evaluated = [], []
+    real_calibrate, real_evaluate = qat.calibrate, detector.evaluate_keras
+
+    def calibrate(net, images):
+        calibrated.append((net.name, len(images)))
+        real_calibrate(net, images)
+
+    def evaluate(net, *args):
+        evaluated.append(net.name)
+        return real_evaluate(net, *args)
+
+    monkeypatch.setattr(qat, "calibrate", calibrate)
+    monkeypatch.setattr(detector, "evaluate_keras", evaluate)
+    data = tmp_path / "detect"
+    shutil.copytree(FIXTURES / "andrewmvd", data / "andrewmvd")
+    names = sorted(p.name for p in (data / "andrewmvd" / "images").iterdir())
+    rows = [f"andrewmvd/images/{n},train" for n in names[:-2]] + \
+        [f"andrewmvd/images/{n},val" for n in names[-2:]]
+    (data / "splits.csv").write_text("image,split\n" + "\n".join(rows) + "\n")
+    run = train(data, shared_weights, tmp_path / "run", epochs=1, batch_size=2, sizes=(128,),
+                eval_size=128, arch="mnv2fpn", qat=True, max_steps=2)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert config["qat"] is True and history[0]["steps"] == 2
+    # calibrated on every train image (fewer than the export's 300) before training and again
+    # before the val selection, which ran on the simulated model
+    assert calibrated == [("ssdlite_fpn_mobilenetv2_int8sim", len(names) - 2)] * 2
+    assert evaluated == ["ssdlite_fpn_mobilenetv2_int8sim"]
+    model, _ = build(shared_weights, (128, 128), "mnv2fpn")
+    before = model.get_layer("head0_conf_pw").get_weights()[0].copy()
+    model.load_weights(run)  # a plain float model: what `detector-export` quantises
+    assert not np.allclose(before, model.get_layer("head0_conf_pw").get_weights()[0])
