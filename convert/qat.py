@@ -12,7 +12,7 @@ the same layers (shared weights) and adds what full-integer quantisation does:
 - **activations**: every tensor the converter stores in int8 (one ``[lo, hi]`` range per
   tensor, 256 steps): the output of every layer except those fused into the next op (a
   convolution followed by BatchNormalization, or anything followed by a ReLU). The ranges are
-  the min and max over calibration images (:meth:`FakeQuant.calibrate`), which is how the
+  the min and max over calibration images (:func:`calibrate`), which is how the
   converter picks them from the representative set; they stay fixed between calibrations.
 
 Rounding passes gradients straight through inside the range (``tf.quantization.fake_quant_*``).
