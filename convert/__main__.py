@@ -124,6 +124,28 @@ def main(argv=None) -> int:
     n.add_argument("--cache", type=Path, default=ROOT / "runs" / "classifier" / "crops.npz",
                    help="the crop cache of classifier-train (built from the data when missing)")
 
+    v = sub.add_parser("verifier-train",
+                       help="train the face verifier on an exported detector's proposals (detect/ "
+                       "train), select on val end to end")
+    v.add_argument("--detector", type=Path, default=ROOT / "models" / "face_detector.tflite",
+                   help="the int8 detector whose proposals it learns to verify")
+    v.add_argument("--out", type=Path, default=ROOT / "runs" / "verifier")
+    v.add_argument("--epochs", type=int, default=6)
+    v.add_argument("--batch-size", type=int, default=32)
+    v.add_argument("--lr", type=float, default=1e-3)
+    v.add_argument("--ignore", type=Path, default=None,
+                   help="likely unannotated faces in the train images, not scored as background "
+                   "(from `detector-pseudo-ignore`)")
+
+    y = sub.add_parser("verifier-export",
+                       help="quantise the selected verifier to int8 and write the verified "
+                       "detector spec; alpha and threshold chosen on val")
+    y.add_argument("--run", type=Path, default=ROOT / "runs" / "verifier")
+    y.add_argument("--detector", type=Path, default=ROOT / "models" / "face_detector.tflite",
+                   help="the detector the spec runs (the one the verifier was trained on)")
+    y.add_argument("--out", type=Path, default=ROOT / "models" / "face_verifier.tflite")
+    y.add_argument("--spec", type=Path, default=ROOT / "models" / "face_detector_verified.json")
+
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "detector-train":
@@ -160,6 +182,15 @@ def main(argv=None) -> int:
     elif args.cmd == "classifier-ensemble":
         from convert.classifier import write_ensemble
         write_ensemble(args.out, args.models, args.data, args.cache)
+    elif args.cmd == "verifier-train":
+        from convert.verifier import proposal_sets, train as train_verifier
+        tr, va = proposal_sets(args.detector, args.data, args.out, args.ignore)
+        train_verifier(tr, va, args.weights, args.out, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr)
+    elif args.cmd == "verifier-export":
+        from convert.verifier import export as export_verifier
+        export_verifier(args.run, args.run / "proposals_train.npz", args.detector, args.data,
+                        args.out, args.spec)
     return 0
 
 

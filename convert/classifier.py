@@ -133,11 +133,12 @@ class CropBatches(keras.utils.PyDataset):
         return np.stack(xs).astype(np.float32), y
 
 
-def build_model(size: int, weights: Path | str | None) -> keras.Model:
-    """MobileNetV2 (alpha 1.0, ImageNet) taking BGR pixels 0..255, softmax over LABELS.
+def mobilenet_features(size: int, weights: Path | str | None):
+    """MobileNetV2 (alpha 1.0, ImageNet) taking BGR pixels 0..255: (input, pooled features).
 
     Keras's backbone expects RGB in [-1, 1]: the scaling is a layer, and the RGB->BGR swap is
-    folded into the first convolution's kernel, so it costs nothing on the device.
+    folded into the first convolution's kernel, so it costs nothing on the device. BatchNorm
+    stays frozen.
     """
     base = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=1.0,
                                           include_top=False, weights=str(weights) if weights else None)
@@ -151,7 +152,12 @@ def build_model(size: int, weights: Path | str | None) -> keras.Model:
     inp = keras.Input((size, size, 3), name="face_bgr")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit")(inp)
     x = base(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
+    return inp, keras.layers.GlobalAveragePooling2D()(x)
+
+
+def build_model(size: int, weights: Path | str | None) -> keras.Model:
+    """The mask classifier: :func:`mobilenet_features`, then softmax over LABELS."""
+    inp, x = mobilenet_features(size, weights)
     x = keras.layers.Dropout(0.2)(x)
     out = keras.layers.Dense(len(LABELS), activation="softmax", name="probs")(x)
     return keras.Model(inp, out, name=f"mask_mobilenetv2_{size}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.crops import face_crop
+from edge.crops import CropRunner, square_crop_box
 from edge.errors import ModelError
 from edge.tflite import Model, OneModel, load_sidecar, read_spec, sidecar_path
 from edge.types import Face
@@ -87,7 +87,7 @@ class MaskClassifier(_Verdicts, OneModel):
         self.model = Model(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime)
         # Several faces in one frame go through the model as one batch where it allows
         # (not on the Edge TPU, whose compiled models have a fixed batch of one).
-        self.batch = batch and not edgetpu
+        self.runner = CropRunner(self.model, batch and not edgetpu, log)
         meta = load_sidecar(model_path, "the labels and crop margin")
         self.labels = tuple(meta["labels"])
         self.margin = float(meta["crop"]["margin"])
@@ -107,29 +107,8 @@ class MaskClassifier(_Verdicts, OneModel):
     def probabilities_batch(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         """Class probabilities (len(faces), classes): one model call for all the faces when
         batching is on and the model allows it, else one call per face."""
-        n = len(faces)
-        if n > 1 and self.batch:
-            try:
-                self.model.set_batch(n)
-            except ModelError as exc:
-                log.info("classifier batching off: %s", exc)
-                self.batch = False
-        if self.model.batch != n:
-            self.model.set_batch(1)
-            return np.concatenate([self._call(image, [f]) for f in faces])
-        return self._call(image, faces)
-
-    def _call(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
-        """One model call; ``len(faces)`` is the model's batch."""
-        if self.model.input.dtype is np.uint8:
-            buf = self.model.input_batch()
-            for i, face in enumerate(faces):
-                face_crop(image, face.box, self.size, self.margin, dst=buf[i])
-            del buf  # no view of interpreter memory may outlive invoke()
-        else:
-            self.model.set_input(np.stack([face_crop(image, f.box, self.size, self.margin)
-                                           for f in faces]), batched=True)
-        p = self.model.invoke()[0].astype(np.float64)
+        p = self.runner(image, [square_crop_box(f.box, self.margin) for f in faces])[0]
+        p = p.astype(np.float64)
         if p.min() < 0 or np.any(np.abs(p.sum(axis=1) - 1) > 0.05):  # logits: normalise
             p = np.exp(p - p.max(axis=1, keepdims=True))
         return p / p.sum(axis=1, keepdims=True)

@@ -17,12 +17,13 @@ from edge.errors import ImageError, MaskdoorError
 log = logging.getLogger("maskdoor")
 
 
-def _add_model_args(p: argparse.ArgumentParser, default: str = "full") -> None:
+def _add_model_args(p: argparse.ArgumentParser, default: str = "verified") -> None:
     from models import detector_path
     p.add_argument("--model", type=detector_path, default=detector_path(default),
-                   help="face detector: 'full' (shipped 448x448), 'door' (shipped 256x256), "
-                   "'accurate' (two detectors at 448, plus 544 and 768 for small faces: 4 "
-                   "passes, most faces found, slowest), a .tflite or a multi-pass .json "
+                   help="face detector: 'verified' ('full' with a second look at each proposal: "
+                   "more faces found at the same precision), 'full' (shipped 448x448), 'door' "
+                   "(shipped 256x256), 'accurate' (two detectors at 448, plus 544 and 768 for "
+                   "small faces: 4 passes, slowest), a .tflite or a multi-pass or verified .json "
                    f"(default: {default})")
     p.add_argument("--threads", type=int, default=1, help="interpreter CPU threads (default: 1)")
     p.add_argument("--threshold", type=float, default=None,

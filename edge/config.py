@@ -58,9 +58,10 @@ SCHEMA: dict[str, Section] = {
     "detector": Section("The SSD face detector.", {
         "model": Field("door", str, "'door': the shipped 256x256 detector, for faces close to the "
                        "door (fastest); 'full': the shipped 448x448 one, which also finds small "
-                       "faces far away; 'accurate': two detectors at 448, plus 544 and 768 for "
-                       "small faces (for photos, too slow for a camera); or the path of a .tflite "
-                       "or multi-pass .json",
+                       "faces far away; 'verified': 'full' with a second look at each proposal "
+                       "(more faces, slower); 'accurate': two detectors at 448, plus 544 and 768 "
+                       "for small faces (for photos, too slow for a camera); or the path of a "
+                       ".tflite or a multi-pass or verified .json",
                        models=tuple(DETECTORS)),
         "threads": Field(1, int, "interpreter CPU threads", 1, 64),
         "threshold": Field(0.0, float, "face score threshold (0: the model's own, chosen on val)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edge.errors import ModelError
 from edge.types import Box
 
 
@@ -35,3 +36,43 @@ def crop(image: np.ndarray, box: Box, size: int, dst: np.ndarray | None = None) 
 def face_crop(image: np.ndarray, face_box: Box, size: int, margin: float,
               dst: np.ndarray | None = None) -> np.ndarray:
     return crop(image, square_crop_box(face_box, margin), size, dst)
+
+
+class CropRunner:
+    """Runs one TFLite model (``edge.tflite.Model``, a square image input) on several crops of a
+    frame: one call for all of them when ``batch`` is on and the model allows it (not on the Edge
+    TPU, whose compiled models have a fixed batch of one), else one call per crop."""
+
+    def __init__(self, model, batch: bool = True, log=None):
+        self.model = model
+        self.batch = batch
+        self.log = log
+        self.size = model.input_hw[0]
+
+    def __call__(self, image: np.ndarray, windows: list[Box]) -> list[np.ndarray]:
+        """The model's outputs (float, one row per window) for ``windows`` cut from ``image``."""
+        n = len(windows)
+        if n > 1 and self.batch:
+            try:
+                self.model.set_batch(n)
+            except ModelError as exc:
+                if self.log is not None:
+                    self.log.info("batching off for %s: %s", self.model.path.name, exc)
+                self.batch = False
+        if self.model.batch != n:
+            self.model.set_batch(1)
+            parts = [self._call(image, [w]) for w in windows]
+            return [np.concatenate(p) for p in zip(*parts)]
+        return self._call(image, windows)
+
+    def _call(self, image: np.ndarray, windows: list[Box]) -> list[np.ndarray]:
+        """One model call; ``len(windows)`` is the model's batch."""
+        if self.model.input.dtype is np.uint8:
+            buf = self.model.input_batch()
+            for i, w in enumerate(windows):
+                crop(image, w, self.size, dst=buf[i])
+            del buf  # no view of interpreter memory may outlive invoke()
+        else:
+            self.model.set_input(np.stack([crop(image, w, self.size) for w in windows]),
+                                 batched=True)
+        return self.model.invoke()

@@ -9,11 +9,14 @@ MASK_CLASSIFIER = MODELS_DIR / "mask_classifier.tflite"           # 96x96, alone
 MASK_CLASSIFIER_160 = MODELS_DIR / "mask_classifier_160.tflite"   # 160x160, a member of 'pair'
 MASK_CLASSIFIER_PAIR = MODELS_DIR / "mask_classifier_pair.json"   # 96 + 160 averaged: the default
 FACE_DETECTOR_ACCURATE = MODELS_DIR / "face_detector_accurate.json"  # 448 x2, 544, 768
-DETECTORS = {"full": FACE_DETECTOR, "door": FACE_DETECTOR_DOOR, "accurate": FACE_DETECTOR_ACCURATE}
+FACE_VERIFIER = MODELS_DIR / "face_verifier.tflite"  # 96x96 second look at each proposal
+FACE_DETECTOR_VERIFIED = MODELS_DIR / "face_detector_verified.json"  # `full` + the verifier
+DETECTORS = {"full": FACE_DETECTOR, "door": FACE_DETECTOR_DOOR, "accurate": FACE_DETECTOR_ACCURATE,
+             "verified": FACE_DETECTOR_VERIFIED}
 
 
 def detector_path(name: str | Path) -> Path:
-    """'door', 'full' or 'accurate' -> the shipped detector of that name; anything else is a path."""
+    """'door', 'full', 'verified' or 'accurate' -> the shipped detector of that name; anything else is a path."""
     return DETECTORS.get(str(name), Path(name))
 
 

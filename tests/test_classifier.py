@@ -112,4 +112,4 @@ def test_a_model_that_refuses_batches_classifies_one_by_one(monkeypatch):
             raise ModelError(f"batch of {n} refused")
     monkeypatch.setattr(cls.model, "set_batch", refuse)
     assert np.allclose(cls.probabilities_batch(image, faces), expected, atol=1e-6)
-    assert cls.batch is False
+    assert cls.runner.batch is False
