@@ -130,9 +130,9 @@ def main(argv=None) -> int:
     v.add_argument("--detector", type=Path, default=ROOT / "models" / "face_detector.tflite",
                    help="the int8 detector whose proposals it learns to verify")
     v.add_argument("--out", type=Path, default=ROOT / "runs" / "verifier")
-    v.add_argument("--epochs", type=int, default=6)
+    v.add_argument("--epochs", type=int, default=5)
     v.add_argument("--batch-size", type=int, default=32)
-    v.add_argument("--lr", type=float, default=1e-3)
+    v.add_argument("--lr", type=float, default=3e-4)
     v.add_argument("--ignore", type=Path, default=None,
                    help="likely unannotated faces in the train images, not scored as background "
                    "(from `detector-pseudo-ignore`)")

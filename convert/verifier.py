@@ -250,8 +250,11 @@ def predict(model, ps: ProposalSet) -> tuple[np.ndarray, np.ndarray]:
     return logit[:, 0], box
 
 
-def train(train_set: Path, val_set: Path, weights_dir: Path, out_dir: Path, epochs: int = 6,
-          batch_size: int = 32, lr: float = 1e-3, seed: int = 0, init: Path | None = None) -> dict:
+def train(train_set: Path, val_set: Path, weights_dir: Path, out_dir: Path, epochs: int = 5,
+          batch_size: int = 32, lr: float = 3e-4, seed: int = 0, init: Path | None = None) -> dict:
+    """Train on ``train_set``, keep the epoch whose val proposals, rescored and refined, give
+    the most recall of faces >= 40 px at precision 0.90 plus 0.1 x AP (best over the alpha and
+    box step candidates). 1e-3 collapsed to a constant output here; 3e-4 trains."""
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     tr, va = ProposalSet.load(train_set), ProposalSet.load(val_set)
