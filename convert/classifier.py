@@ -101,12 +101,15 @@ def jittered_view(rng, context: np.ndarray, size: int) -> np.ndarray:
     return crop(context, Box(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), size)
 
 
-class CropBatches(keras.utils.PyDataset):
-    def __init__(self, crops: CropSet, size: int, batch_size: int, seed: int, train: bool):
+class ShuffledBatches(keras.utils.PyDataset):
+    """Batches of ``count`` samples, reshuffled every epoch when training; subclasses build
+    batch ``i`` from :meth:`indices`."""
+
+    def __init__(self, count: int, batch_size: int, seed: int, train: bool):
         super().__init__()
-        self.crops, self.size, self.batch_size, self.train = crops, size, batch_size, train
+        self.batch_size, self.train = batch_size, train
         self.rng = np.random.default_rng(seed)
-        self.order = np.arange(len(crops.labels))
+        self.order = np.arange(count)
         self.on_epoch_end()
 
     def __len__(self):
@@ -116,8 +119,17 @@ class CropBatches(keras.utils.PyDataset):
         if self.train:
             self.rng.shuffle(self.order)
 
+    def indices(self, i: int) -> np.ndarray:
+        return self.order[i * self.batch_size:(i + 1) * self.batch_size]
+
+
+class CropBatches(ShuffledBatches):
+    def __init__(self, crops: CropSet, size: int, batch_size: int, seed: int, train: bool):
+        self.crops, self.size = crops, size
+        super().__init__(len(crops.labels), batch_size, seed, train)
+
     def __getitem__(self, i):
-        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self.indices(i)
         xs = []
         for j in idx:
             ctx = self.crops.images[j]

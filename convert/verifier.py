@@ -32,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from convert.augment import photometric  # noqa: E402
-from convert.classifier import MOBILENET_H5, mobilenet_features  # noqa: E402
+from convert.classifier import MOBILENET_H5, ShuffledBatches, mobilenet_features  # noqa: E402
 from edge.crops import crop  # noqa: E402
 from edge.dataset import load_voc_dataset  # noqa: E402
 from edge.evaluate import DetectionRecords, face_arrays  # noqa: E402
@@ -181,23 +181,13 @@ def box_loss(y_true, y_pred):
     return keras.ops.sum(w * hub, -1) * 10.0
 
 
-class ProposalBatches(keras.utils.PyDataset):
+class ProposalBatches(ShuffledBatches):
     def __init__(self, ps: ProposalSet, batch_size: int, seed: int, train: bool):
-        super().__init__()
-        self.ps, self.batch_size, self.train = ps, batch_size, train
-        self.rng = np.random.default_rng(seed)
-        self.order = np.arange(len(ps.label))
-        self.on_epoch_end()
-
-    def __len__(self):
-        return int(np.ceil(len(self.order) / self.batch_size))
-
-    def on_epoch_end(self):
-        if self.train:
-            self.rng.shuffle(self.order)
+        self.ps = ps
+        super().__init__(len(ps.label), batch_size, seed, train)
 
     def __getitem__(self, i):
-        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self.indices(i)
         x = self.ps.crops[idx].copy()
         d = self.ps.delta[idx].copy()
         if self.train:
