@@ -38,7 +38,7 @@ from edge.dataset import load_voc_dataset  # noqa: E402
 from edge.evaluate import DetectionRecords, face_arrays  # noqa: E402
 from edge.ssd import iou_matrix  # noqa: E402
 from edge.types import Box  # noqa: E402
-from edge.verifier import rescore, to_window, windows  # noqa: E402
+from edge.verifier import output_indices, rescore, to_window, windows  # noqa: E402
 
 log = logging.getLogger("convert.verifier")
 
@@ -66,7 +66,7 @@ class ProposalSet:
     def arrays(self) -> dict:
         d = {k: getattr(self, k) for k in ("crops", "image", "boxes", "det_score", "label",
                                             "delta", "has_box", "width")}
-        d["gt"] = np.concatenate([g for g in self.gt] + [np.zeros((0, 4), np.float32)])
+        d["gt"] = np.concatenate([*self.gt, np.zeros((0, 4), np.float32)])
         d["gt_count"] = np.array([len(g) for g in self.gt])
         return d
 
@@ -231,8 +231,8 @@ def evaluate(ps: ProposalSet, logits: np.ndarray, deltas: np.ndarray, alpha: flo
 
 def baseline(ps: ProposalSet) -> dict:
     """The detector alone on the same proposals (no rescoring, no refinement)."""
-    z = np.zeros(len(ps.label), np.float32)
-    return evaluate(ps, np.full(len(z), 50.0, np.float32), np.zeros((len(z), 4), np.float32), 1.0)
+    n = len(ps.label)
+    return evaluate(ps, np.full(n, 50.0, np.float32), np.zeros((n, 4), np.float32), 1.0)
 
 
 def predict(model, ps: ProposalSet) -> tuple[np.ndarray, np.ndarray]:
@@ -286,8 +286,7 @@ def int8_outputs(model_path: Path, ps: ProposalSet, batch: int = 64) -> tuple[np
     """Face logits and box deltas of an exported verifier on the stored windows."""
     from edge.tflite import Model
     q = Model(model_path, threads=os.cpu_count() or 1)
-    widths = [o.shape[-1] for o in q.outputs]
-    li, di = widths.index(1), widths.index(4)
+    li, di = output_indices(q)
     logits, deltas = [], []
     for i in range(0, len(ps.label), batch):
         x = ps.crops[i:i + batch]

@@ -33,11 +33,6 @@ def crop(image: np.ndarray, box: Box, size: int, dst: np.ndarray | None = None) 
                           borderMode=cv2.BORDER_REPLICATE)
 
 
-def face_crop(image: np.ndarray, face_box: Box, size: int, margin: float,
-              dst: np.ndarray | None = None) -> np.ndarray:
-    return crop(image, square_crop_box(face_box, margin), size, dst)
-
-
 class CropRunner:
     """Runs one TFLite model (``edge.tflite.Model``, a square image input) on several crops of a
     frame: one call for all of them when ``batch`` is on and the model allows it (not on the Edge

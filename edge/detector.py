@@ -236,10 +236,7 @@ def read_multipass_spec(path: str | Path) -> dict:
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0):
             raise ModelError(f"{path}: pass {p['model']}: 'max_face' must be a positive number of "
                              f"pixels at that model's input ({m!r}), or absent for no limit")
-    thr = spec.get("score_threshold")
-    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not 0 <= thr <= 1:
-        raise ModelError(f"{path}: 'score_threshold' missing or not a number from 0 to 1 "
-                         f"({thr!r}); `python -m convert detector-multipass` chooses it on val")
+    check_fraction(path, spec, "score_threshold", "detector-multipass")
     for p in passes:
         if not (path.parent / p["model"]).is_file():
             raise ModelError(f"{path}: pass model {p['model']} not found beside the spec")
@@ -278,11 +275,7 @@ class VerifiedDetector:
                              f"{VERIFIER_FORMAT!r}); export it with `python -m convert "
                              "verifier-export`")
         self.margin = float(meta["window"]["margin"])
-        widths = [o.shape[-1] for o in self.verifier.outputs]
-        if sorted(widths) != [1, 4]:
-            raise ModelError(f"{vpath}: expected a face logit (N, 1) and box deltas (N, 4), found "
-                             f"outputs {[o.shape for o in self.verifier.outputs]}")
-        self._logit, self._delta = widths.index(1), widths.index(4)
+        self._logit, self._delta = verifier.output_indices(self.verifier)
         self.runner = CropRunner(self.verifier, batch=not edgetpu)
         self.proposal_threshold = float(spec.get("proposal_threshold", 0.05))
         self.max_proposals = int(spec.get("max_proposals", 50))
@@ -340,11 +333,17 @@ def read_verified_spec(path: str | Path) -> dict:
             raise ModelError(f"{path}: '{key}' must name a model file beside the spec "
                              f"({spec.get(key)!r} not found in {path.parent})")
     for key in ("alpha", "score_threshold", *(("box_step",) if "box_step" in spec else ())):
-        v = spec.get(key)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-            raise ModelError(f"{path}: '{key}' missing or not a number from 0 to 1 ({v!r}); "
-                             "`python -m convert verifier-export` chooses it on val")
+        check_fraction(path, spec, key, "verifier-export")
     return spec
+
+
+def check_fraction(path: Path, spec: dict, key: str, command: str) -> None:
+    """``spec[key]`` must be a number from 0 to 1, else a ModelError naming the key and the
+    ``python -m convert`` command that chooses it."""
+    v = spec.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+        raise ModelError(f"{path}: '{key}' missing or not a number from 0 to 1 ({v!r}); "
+                         f"`python -m convert {command}` chooses it on val")
 
 
 def load_detector(model_path: str | Path, threads: int = 1, threshold: float | None = None,

@@ -16,6 +16,17 @@ from __future__ import annotations
 import numpy as np
 
 from edge import ssd
+from edge.errors import ModelError
+
+
+def output_indices(model) -> tuple[int, int]:
+    """Indices of the face logit (N, 1) and box delta (N, 4) outputs of a loaded verifier
+    (``edge.tflite.Model``); ModelError if it has other outputs."""
+    widths = [o.shape[-1] for o in model.outputs]
+    if sorted(widths) != [1, 4]:
+        raise ModelError(f"{model.path}: expected a face logit (N, 1) and box deltas (N, 4), "
+                         f"found outputs {[o.shape for o in model.outputs]}")
+    return widths.index(1), widths.index(4)
 
 
 def windows(boxes: np.ndarray, margin: float) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import FIXTURES
 from edge.classifier import MaskClassifier
-from edge.crops import face_crop, square_crop_box
+from edge.crops import crop, square_crop_box
 from edge.dataset import load_voc_dataset
 from edge.errors import ModelError
 from edge.types import Box, Face
@@ -29,7 +29,7 @@ def test_square_crop_rule():
 def test_crop_replicates_the_border_outside_the_frame():
     img = np.zeros((100, 100, 3), np.uint8)
     img[:, :50] = 255
-    c = face_crop(img, Box(-20, 10, 30, 60), 32, 0.0)
+    c = crop(img, square_crop_box(Box(-20, 10, 30, 60), 0.0), 32)
     assert c.shape == (32, 32, 3) and c[:, 0].min() == 255  # left border replicated
 
 
