@@ -91,7 +91,7 @@ def main(argv=None) -> int:
                        "detector spec for photos; threshold chosen on val")
     m.add_argument("models", type=Path, nargs="+",
                    help="exported detectors (.tflite + .json), in the folder of --out")
-    m.add_argument("--out", type=Path, default=ROOT / "models" / "face_detector_accurate.json")
+    m.add_argument("--out", type=Path, default=ROOT / "models" / "face_detector_4pass.json")
     m.add_argument("--no-flip", dest="flip", action="store_false",
                    help="do not also run each model on the mirrored image")
     m.add_argument("--fusion-iou", type=float, default=0.55)
@@ -146,6 +146,14 @@ def main(argv=None) -> int:
     y.add_argument("--out", type=Path, default=ROOT / "models" / "face_verifier.tflite")
     y.add_argument("--spec", type=Path, default=ROOT / "models" / "face_detector_verified.json")
 
+    w = sub.add_parser("verifier-spec",
+                       help="put an exported verifier behind another detector (a .tflite or a "
+                       "multi-pass spec): alpha, box step and threshold chosen on val")
+    w.add_argument("--verifier", type=Path, default=ROOT / "models" / "face_verifier.tflite")
+    w.add_argument("--detector", type=Path, required=True,
+                   help="the detector whose proposals it verifies, in the folder of --spec")
+    w.add_argument("--spec", type=Path, required=True, help="the verified detector spec to write")
+
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "detector-train":
@@ -191,6 +199,9 @@ def main(argv=None) -> int:
         from convert.verifier import export as export_verifier
         export_verifier(args.run, args.run / "proposals_train.npz", args.detector, args.data,
                         args.out, args.spec)
+    elif args.cmd == "verifier-spec":
+        from convert.verifier import write_spec
+        write_spec(args.verifier, args.detector, args.data, args.spec)
     return 0
 
 

@@ -45,6 +45,7 @@ log = logging.getLogger("convert.verifier")
 MARGIN = 0.3          # window side = max(w, h) * (1 + 2 * MARGIN)
 SIZE = 96
 PROPOSAL_SCORE = 0.05
+MAX_PROPOSALS = 50    # per photo, best first, as the device (VerifiedDetector) caps them
 POSITIVE_IOU = 0.4
 NEGATIVE_IOU = 0.3
 ALPHAS = (0.0, 0.25, 0.5, 0.75)
@@ -95,12 +96,13 @@ def jitter_boxes(rng, gt: np.ndarray, per_face: int) -> np.ndarray:
 
 def build_proposals(detector_path: Path, data_dir: Path, split: str, jitter: int = 0,
                     ignore: dict | None = None, threads: int = 2, seed: int = 0) -> ProposalSet:
-    """Proposals of the detector on ``split`` (plus ``jitter`` boxes per annotated face), cut as
-    verifier windows, with their targets."""
+    """Proposals of the detector (a ``.tflite`` or a multi-pass spec) on ``split``, at most
+    ``MAX_PROPOSALS`` per photo as on the device, plus ``jitter`` boxes per annotated face; cut
+    as verifier windows, with their targets."""
     from convert.detector import image_key
-    from edge.detector import FaceDetector
+    from edge.detector import load_detector
 
-    det = FaceDetector(detector_path, threads=threads)
+    det = load_detector(detector_path, threads=threads)
     rng = np.random.default_rng(seed)
     crops, image, boxes, scores, labels, deltas, has_box, gts, widths = ([] for _ in range(9))
     samples = load_voc_dataset(data_dir / "detect", split)
@@ -111,6 +113,8 @@ def build_proposals(detector_path: Path, data_dir: Path, split: str, jitter: int
             continue
         gt = s.boxes
         b, sc = face_arrays(det.detect(img, threshold=PROPOSAL_SCORE))
+        best = np.argsort(-sc, kind="stable")[:MAX_PROPOSALS]
+        b, sc = b[best], sc[best]
         jb = jitter_boxes(rng, gt, jitter)
         b, sc = np.concatenate([b, jb]), np.concatenate([sc, np.ones(len(jb), np.float32)])
         k = len(gts)
@@ -300,18 +304,13 @@ def int8_outputs(model_path: Path, ps: ProposalSet, batch: int = 64) -> tuple[np
 
 def export(run_dir: Path, train_set: Path, detector: Path, data_dir: Path, out_path: Path,
            spec_path: Path, calibration: int = 400) -> dict:
-    """Quantise a run's selected verifier to int8; choose ``alpha`` and the threshold on val
-    with the int8 model on ``detector``'s val proposals (most recall of faces >= 40 px at
-    precision 0.90, then AP); write the verifier with its sidecar, and the
-    ``maskdoor-verified/1`` spec over ``detector``. Calibration uses windows of ``train_set``."""
-    from convert import check_members
+    """Quantise a run's selected verifier to int8 and write it with its sidecar, then the
+    ``maskdoor-verified/1`` spec over ``detector`` (``write_spec``). Calibration uses windows of
+    ``train_set``."""
     from convert.quantize import to_int8_tflite
-    from edge.detector import VERIFIED_FORMAT, VERIFIER_FORMAT, read_verified_spec
+    from edge.detector import VERIFIER_FORMAT
 
-    check_members(spec_path, [detector], "the detector", "the anchor spec")
-    if out_path.resolve().parent != spec_path.resolve().parent:
-        raise ValueError(f"{out_path}: the verifier must sit in the spec's folder "
-                         f"({spec_path.parent})")
+    check_spec_members(spec_path, detector, out_path)
     best = json.loads((run_dir / "best.json").read_text())
     tr = ProposalSet.load(train_set)
     va = build_proposals(detector, data_dir, "val")
@@ -322,8 +321,6 @@ def export(run_dir: Path, train_set: Path, detector: Path, data_dir: Path, out_p
     to_int8_tflite(model, lambda: iter(tr.crops[pick]), out_path)
     logits, deltas = int8_outputs(out_path, va)
     f_logits, f_deltas = predict(model, va)
-    rows = [evaluate(va, logits, deltas, a, b) for a in ALPHAS for b in BOX_STEPS]
-    top = max(rows, key=lambda r: (r["recall_40"], r["ap_40"]))
     lab = va.label >= 0
     meta = {"format": VERIFIER_FORMAT,
             "architecture": f"MobileNetV2 alpha 1.0, {SIZE}x{SIZE}, ImageNet backbone; outputs "
@@ -341,15 +338,42 @@ def export(run_dir: Path, train_set: Path, detector: Path, data_dir: Path, out_p
                              deltas - f_deltas))), 4),
                          "calibration_windows": len(pick)}}
     out_path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
-    spec = {"format": VERIFIED_FORMAT, "detector": detector.name, "verifier": out_path.name,
-            "proposal_threshold": PROPOSAL_SCORE, "max_proposals": 50, "alpha": top["alpha"],
-            "box_step": top["box_step"],
+    log.info("exported %s (%.1f MB)", out_path, out_path.stat().st_size / 1e6)
+    return write_spec(out_path, detector, data_dir, spec_path, va, (logits, deltas))
+
+
+def check_spec_members(spec_path: Path, detector: Path, verifier: Path) -> None:
+    """The detector (a ``.tflite`` with its anchor sidecar, or a multi-pass spec) and the
+    verifier must sit in the spec's folder; ValueError otherwise."""
+    from edge.tflite import load_sidecar
+    for path, what in ((detector, "the detector"), (verifier, "the verifier")):
+        if path.resolve().parent != spec_path.resolve().parent:
+            raise ValueError(f"{path}: {what} must sit in the spec's folder ({spec_path.parent})")
+    if detector.suffix != ".json":
+        load_sidecar(detector, "the anchor spec")
+
+
+def write_spec(verifier_path: Path, detector: Path, data_dir: Path, spec_path: Path,
+               va: ProposalSet | None = None, outputs: tuple | None = None) -> dict:
+    """The ``maskdoor-verified/1`` spec for an int8 verifier over ``detector`` (a ``.tflite`` or
+    a multi-pass spec): ``alpha``, box step and threshold chosen on ``detector``'s val
+    proposals (most recall of faces >= 40 px at precision 0.90, then AP). ``va`` and the
+    verifier's ``outputs`` on it are computed when not given."""
+    from edge.detector import VERIFIED_FORMAT, read_verified_spec
+
+    check_spec_members(spec_path, detector, verifier_path)
+    va = va if va is not None else build_proposals(detector, data_dir, "val")
+    logits, deltas = outputs if outputs is not None else int8_outputs(verifier_path, va)
+    rows = [evaluate(va, logits, deltas, a, b) for a in ALPHAS for b in BOX_STEPS]
+    top = max(rows, key=lambda r: (r["recall_40"], r["ap_40"]))
+    spec = {"format": VERIFIED_FORMAT, "detector": detector.name, "verifier": verifier_path.name,
+            "proposal_threshold": PROPOSAL_SCORE, "max_proposals": MAX_PROPOSALS,
+            "alpha": top["alpha"], "box_step": top["box_step"],
             "nms_iou": 0.45, "score_threshold": top["threshold"],
-            "val": {"rule": "alpha, box step and threshold: most recall of faces >= 40 px at val precision "
-                    ">= 0.90 (int8), then AP", "chosen": top, "candidates": rows,
+            "val": {"rule": "alpha, box step and threshold: most recall of faces >= 40 px at val "
+                    "precision >= 0.90 (int8), then AP", "chosen": top, "candidates": rows,
                     "detector_alone": baseline(va)}}
     spec_path.write_text(json.dumps(spec, indent=1) + "\n")
     read_verified_spec(spec_path)
-    log.info("exported %s (%.1f MB) and %s: %s", out_path, out_path.stat().st_size / 1e6,
-             spec_path, json.dumps(spec["val"]["chosen"]))
+    log.info("wrote %s: %s", spec_path, json.dumps(top))
     return spec

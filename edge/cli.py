@@ -23,7 +23,8 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "verified") -> No
                    help="face detector: 'verified' ('full' with a second look at each proposal: "
                    "more faces found at the same precision), 'full' (shipped 448x448), 'door' "
                    "(shipped 256x256), 'accurate' (two detectors at 448, plus 544 and 768 for "
-                   "small faces: 4 passes, slowest), a .tflite or a multi-pass or verified .json "
+                   "small faces, fused, then the second look: the most faces, slowest), a "
+                   ".tflite or a multi-pass or verified .json "
                    f"(default: {default})")
     p.add_argument("--threads", type=int, default=1, help="interpreter CPU threads (default: 1)")
     p.add_argument("--threshold", type=float, default=None,

@@ -60,7 +60,8 @@ SCHEMA: dict[str, Section] = {
                        "door (fastest); 'full': the shipped 448x448 one, which also finds small "
                        "faces far away; 'verified': 'full' with a second look at each proposal "
                        "(more faces, slower); 'accurate': two detectors at 448, plus 544 and 768 "
-                       "for small faces (for photos, too slow for a camera); or the path of a "
+                       "for small faces, fused, then the second look (the most faces; for "
+                       "photos, too slow for a camera); or the path of a "
                        ".tflite or a multi-pass or verified .json",
                        models=tuple(DETECTORS)),
         "threads": Field(1, int, "interpreter CPU threads", 1, 64),

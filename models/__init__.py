@@ -8,9 +8,10 @@ FACE_DETECTOR_DOOR = MODELS_DIR / "face_detector_door.tflite"  # 256x256: faces 
 MASK_CLASSIFIER = MODELS_DIR / "mask_classifier.tflite"           # 96x96, alone: 'single'
 MASK_CLASSIFIER_160 = MODELS_DIR / "mask_classifier_160.tflite"   # 160x160, a member of 'pair'
 MASK_CLASSIFIER_PAIR = MODELS_DIR / "mask_classifier_pair.json"   # 96 + 160 averaged: the default
-FACE_DETECTOR_ACCURATE = MODELS_DIR / "face_detector_accurate.json"  # 448 x2, 544, 768
 FACE_VERIFIER = MODELS_DIR / "face_verifier.tflite"  # 96x96 second look at each proposal
 FACE_DETECTOR_VERIFIED = MODELS_DIR / "face_detector_verified.json"  # `full` + the verifier
+FACE_DETECTOR_4PASS = MODELS_DIR / "face_detector_4pass.json"  # 448 x2, 544, 768, fused
+FACE_DETECTOR_ACCURATE = MODELS_DIR / "face_detector_accurate.json"  # the 4 passes + the verifier
 DETECTORS = {"full": FACE_DETECTOR, "door": FACE_DETECTOR_DOOR, "accurate": FACE_DETECTOR_ACCURATE,
              "verified": FACE_DETECTOR_VERIFIED}
 

@@ -1,4 +1,5 @@
-"""The multi-pass detector ('accurate'): fusion of passes, its spec, and the shipped one."""
+"""The multi-pass detector: fusion of passes, its spec, and the shipped four passes (the
+proposals of 'accurate')."""
 
 import json
 import shutil
@@ -12,7 +13,7 @@ from edge.dataset import load_voc_dataset
 from edge.detector import FaceDetector, MultiPassDetector, load_detector
 from edge.errors import ModelError
 from edge.ssd import fuse
-from models import FACE_DETECTOR, FACE_DETECTOR_ACCURATE, detector_path
+from models import FACE_DETECTOR, FACE_DETECTOR_4PASS
 
 
 def test_fuse_averages_boxes_by_score_and_scores_over_all_passes():
@@ -77,12 +78,11 @@ def test_multipass_limits_a_pass_to_small_faces_in_image_pixels(tmp_path, monkey
 
 @pytest.fixture(scope="module")
 def accurate():
-    return load_detector(detector_path("accurate"))
+    return load_detector(FACE_DETECTOR_4PASS)
 
 
-def test_shipped_accurate_detector(accurate):
+def test_shipped_four_pass_detector(accurate):
     assert isinstance(accurate, MultiPassDetector)
-    assert detector_path("accurate") == FACE_DETECTOR_ACCURATE
     assert accurate.pass_count() == 4 and len(accurate.model_paths()) == 4
     assert [p.name for p in accurate.model_paths()] == [
         "face_detector.tflite", "face_detector_res10.tflite", "face_detector_544.tflite",
@@ -129,7 +129,7 @@ def test_mirrored_passes_are_symmetric_and_accurate_is_quiet_on_empty_scenes(acc
 
 
 def _spec(tmp_path, **change):
-    spec = json.loads(FACE_DETECTOR_ACCURATE.read_text())
+    spec = json.loads(FACE_DETECTOR_4PASS.read_text())
     spec.update(change)
     path = tmp_path / "mine.json"
     path.write_text(json.dumps(spec))
@@ -150,11 +150,11 @@ def test_bad_specs_are_clear_errors(tmp_path, change, message):
 
 
 def test_spec_needs_a_threshold_and_must_exist(tmp_path):
-    spec = json.loads(FACE_DETECTOR_ACCURATE.read_text())
+    spec = json.loads(FACE_DETECTOR_4PASS.read_text())
     del spec["score_threshold"]
     for p in spec["passes"]:
         for ext in (".tflite", ".json"):
-            src = FACE_DETECTOR_ACCURATE.parent / p["model"].replace(".tflite", ext)
+            src = FACE_DETECTOR_4PASS.parent / p["model"].replace(".tflite", ext)
             shutil.copy(src, tmp_path / src.name)
     (tmp_path / "s.json").write_text(json.dumps(spec))
     with pytest.raises(ModelError, match="'score_threshold' missing or not a number"):

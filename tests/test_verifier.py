@@ -170,14 +170,38 @@ def test_the_shipped_verified_detector_loads_by_name_and_finds_the_fixture_faces
         assert max(p.box.iou(f.box) for f in faces) >= 0.5
 
 
+def test_the_shipped_accurate_detector_is_the_verifier_over_four_passes():
+    """'accurate' (for photos): the verifier behind the four fused passes, its alpha, box step
+    and threshold chosen on val by `convert verifier-spec`; it finds every annotated face of
+    at least 40 px in the fixture photos."""
+    from conftest import FIXTURES
+    from edge.dataset import load_voc_dataset
+    from edge.detector import MultiPassDetector, VerifiedDetector, load_detector
+    from models import FACE_DETECTOR_4PASS, FACE_DETECTOR_ACCURATE, FACE_VERIFIER, detector_path
+
+    assert detector_path("accurate") == FACE_DETECTOR_ACCURATE
+    det = load_detector(detector_path("accurate"))
+    assert isinstance(det, VerifiedDetector) and isinstance(det.proposer, MultiPassDetector)
+    assert det.proposer.path == FACE_DETECTOR_4PASS and det.verifier.path == FACE_VERIFIER
+    assert len(det.model_paths()) == 5
+    assert det.describe() == f"{det.proposer.describe()}, verified at 96x96"
+    for sample in load_voc_dataset(FIXTURES / "andrewmvd"):
+        faces = det.detect(cv2.imread(str(sample.image)))
+        assert all(f.score >= det.score_threshold for f in faces)
+        for obj in sample.objects:
+            if obj.box.width >= 40:
+                best = max((f.box.iou(obj.box) for f in faces), default=0.0)
+                assert best >= 0.5, f"{sample.image.name}: {obj.label} face {obj.box} missed"
+
+
 def test_verifier_train_and_export_end_to_end_on_the_fixture_photos(shared_weights, tmp_path):
     """`convert verifier-train` then `verifier-export` on a tiny split: proposals with targets,
     one epoch selected on val end to end, an int8 verifier the device loads, and a spec whose
     alpha, box step and threshold come from the val candidates."""
     needs_tensorflow()
     from conftest import FIXTURES
-    from convert.verifier import ProposalSet, export, proposal_sets, train
-    from edge.detector import VerifiedDetector, load_detector
+    from convert.verifier import ProposalSet, export, proposal_sets, train, write_spec
+    from edge.detector import MultiPassDetector, VerifiedDetector, load_detector
 
     data = tmp_path / "data"
     shutil.copytree(FIXTURES / "andrewmvd", data / "detect" / "andrewmvd")
@@ -205,3 +229,15 @@ def test_verifier_train_and_export_end_to_end_on_the_fixture_photos(shared_weigh
     det = load_detector(models / "s.json")
     assert isinstance(det, VerifiedDetector) and det.verifier.kind == "int8"
     det.detect(cv2.imread(str(FIXTURE_IMAGES[0])))
+
+    # `verifier-spec`: the same verifier behind a multi-pass detector, chosen on val again
+    (models / "m.json").write_text(json.dumps({
+        "format": "maskdoor-multipass/1", "score_threshold": 0.5,
+        "passes": [{"model": "d.tflite", "flip": True}]}))
+    spec = write_spec(models / "v.tflite", models / "m.json", data, models / "mv.json")
+    assert spec["detector"] == "m.json" and spec["max_proposals"] == 50
+    det = load_detector(models / "mv.json")
+    assert isinstance(det, VerifiedDetector) and isinstance(det.proposer, MultiPassDetector)
+    det.detect(cv2.imread(str(FIXTURE_IMAGES[0])))
+    with pytest.raises(ValueError, match="the detector must sit in the spec's folder"):
+        write_spec(models / "v.tflite", FACE_DETECTOR, data, models / "x.json")
