@@ -147,7 +147,8 @@ MULTIPASS_FORMAT = "maskdoor-multipass/1"
 class MultiPassDetector:
     """Several passes of shipped SSD models over one image (input sizes, mirror images), fused
     (``edge.ssd.fuse``): more faces found at the same precision, for the cost of every pass.
-    For photos (``maskdoor detect --model accurate``), not for the door's frame rate.
+    For photos (the proposals of ``maskdoor detect --model accurate``), not for the door's frame
+    rate.
 
     A JSON spec names the passes' models (paths relative to the spec), whether each is also run
     on the mirrored image and, optionally, the widest face it may report (``max_face``, pixels
