@@ -77,40 +77,40 @@ def test_multipass_limits_a_pass_to_small_faces_in_image_pixels(tmp_path, monkey
 
 
 @pytest.fixture(scope="module")
-def accurate():
+def four_pass():
     return load_detector(FACE_DETECTOR_4PASS)
 
 
-def test_shipped_four_pass_detector(accurate):
-    assert isinstance(accurate, MultiPassDetector)
-    assert accurate.pass_count() == 4 and len(accurate.model_paths()) == 4
-    assert [p.name for p in accurate.model_paths()] == [
+def test_shipped_four_pass_detector(four_pass):
+    assert isinstance(four_pass, MultiPassDetector)
+    assert four_pass.pass_count() == 4 and len(four_pass.model_paths()) == 4
+    assert [p.name for p in four_pass.model_paths()] == [
         "face_detector.tflite", "face_detector_res10.tflite", "face_detector_544.tflite",
         "face_detector_768.tflite"]
-    assert 0.3 < accurate.score_threshold < 1.0
-    assert accurate.describe().startswith(
+    assert 0.3 < four_pass.score_threshold < 1.0
+    assert four_pass.describe().startswith(
         "int8 448x448+448x448+544x544 (faces <= 128 px)+768x768 (faces <= 128 px): 4 passes")
     assert isinstance(load_detector(FACE_DETECTOR), FaceDetector)
 
 
 @pytest.mark.parametrize("sample", load_voc_dataset(FIXTURES / "andrewmvd"),
                          ids=lambda s: s.image.name)
-def test_accurate_finds_every_annotated_face_at_least_40px(accurate, sample):
-    faces = accurate.detect(cv2.imread(str(sample.image)))
+def test_accurate_finds_every_annotated_face_at_least_40px(four_pass, sample):
+    faces = four_pass.detect(cv2.imread(str(sample.image)))
     for obj in sample.objects:
         if obj.box.width >= 40:
             best = max((f.box.iou(obj.box) for f in faces), default=0.0)
             assert best >= 0.5, f"{obj.label} face {obj.box} missed (best IoU {best:.2f})"
     for f in faces:
-        assert accurate.score_threshold <= f.score <= 1.0
+        assert four_pass.score_threshold <= f.score <= 1.0
         assert 0 <= f.box.x1 < f.box.x2 <= sample.width
 
 
-def test_mirrored_passes_are_symmetric_and_accurate_is_quiet_on_empty_scenes(accurate, tmp_path):
-    spec = {"format": "maskdoor-multipass/1", "score_threshold": accurate.score_threshold,
+def test_mirrored_passes_are_symmetric_and_accurate_is_quiet_on_empty_scenes(four_pass, tmp_path):
+    spec = {"format": "maskdoor-multipass/1", "score_threshold": four_pass.score_threshold,
             "passes": [{"model": "face_detector_res10.tflite", "flip": True},
                        {"model": "face_detector_768.tflite", "flip": True, "max_face": 128}]}
-    for p in accurate.model_paths():  # the shipped files this spec names, with their sidecars
+    for p in four_pass.model_paths():  # the shipped files this spec names, with their sidecars
         if p.name in {q["model"] for q in spec["passes"]}:
             for ext in (".tflite", ".json"):
                 shutil.copy(p.with_suffix(ext), tmp_path / p.with_suffix(ext).name)
@@ -123,9 +123,9 @@ def test_mirrored_passes_are_symmetric_and_accurate_is_quiet_on_empty_scenes(acc
     assert len(a) == len(b) > 0
     for fa, fb in zip(a, b):  # mirrored passes and mirrored image: the same faces, mirrored
         assert abs(fa.box.x1 - (w - fb.box.x2)) < 2 and abs(fa.score - fb.score) < 0.02
-    assert accurate.detect(np.full((480, 640, 3), 128, np.uint8)) == []
+    assert four_pass.detect(np.full((480, 640, 3), 128, np.uint8)) == []
     with pytest.raises(ValueError, match="BGR image"):
-        accurate.detect(np.zeros((10, 10), np.uint8))
+        four_pass.detect(np.zeros((10, 10), np.uint8))
 
 
 def _spec(tmp_path, **change):
