@@ -38,14 +38,13 @@ from edge.dataset import load_voc_dataset  # noqa: E402
 from edge.evaluate import DetectionRecords, face_arrays  # noqa: E402
 from edge.ssd import iou_matrix  # noqa: E402
 from edge.types import Box  # noqa: E402
-from edge.verifier import output_indices, rescore, to_window, windows  # noqa: E402
+from edge.verifier import (MAX_PROPOSALS, PROPOSAL_SCORE, best_proposals,  # noqa: E402
+                           output_indices, rescore, to_window, windows)
 
 log = logging.getLogger("convert.verifier")
 
 MARGIN = 0.3          # window side = max(w, h) * (1 + 2 * MARGIN)
 SIZE = 96
-PROPOSAL_SCORE = 0.05
-MAX_PROPOSALS = 50    # per photo, best first, as the device (VerifiedDetector) caps them
 POSITIVE_IOU = 0.4
 NEGATIVE_IOU = 0.3
 ALPHAS = (0.0, 0.25, 0.5, 0.75)
@@ -112,9 +111,8 @@ def build_proposals(detector_path: Path, data_dir: Path, split: str, jitter: int
             log.warning("skipping unreadable %s", s.image)
             continue
         gt = s.boxes
-        b, sc = face_arrays(det.detect(img, threshold=PROPOSAL_SCORE))
-        best = np.argsort(-sc, kind="stable")[:MAX_PROPOSALS]
-        b, sc = b[best], sc[best]
+        b, sc = best_proposals(*face_arrays(det.detect(img, threshold=PROPOSAL_SCORE)),
+                               MAX_PROPOSALS)
         jb = jitter_boxes(rng, gt, jitter)
         b, sc = np.concatenate([b, jb]), np.concatenate([sc, np.ones(len(jb), np.float32)])
         k = len(gts)
@@ -345,12 +343,12 @@ def export(run_dir: Path, train_set: Path, detector: Path, data_dir: Path, out_p
 def check_spec_members(spec_path: Path, detector: Path, verifier: Path) -> None:
     """The detector (a ``.tflite`` with its anchor sidecar, or a multi-pass spec) and the
     verifier must sit in the spec's folder; ValueError otherwise."""
-    from edge.tflite import load_sidecar
-    for path, what in ((detector, "the detector"), (verifier, "the verifier")):
-        if path.resolve().parent != spec_path.resolve().parent:
-            raise ValueError(f"{path}: {what} must sit in the spec's folder ({spec_path.parent})")
-    if detector.suffix != ".json":
-        load_sidecar(detector, "the anchor spec")
+    from convert import check_in_folder, check_members
+    check_in_folder(spec_path, verifier, "the verifier")
+    if detector.suffix == ".json":
+        check_in_folder(spec_path, detector, "the detector")
+    else:
+        check_members(spec_path, [detector], "the detector", "the anchor spec")
 
 
 def write_spec(verifier_path: Path, detector: Path, data_dir: Path, spec_path: Path,

@@ -278,8 +278,8 @@ class VerifiedDetector:
         self.margin = float(meta["window"]["margin"])
         self._logit, self._delta = verifier.output_indices(self.verifier)
         self.runner = CropRunner(self.verifier, batch=not edgetpu)
-        self.proposal_threshold = float(spec.get("proposal_threshold", 0.05))
-        self.max_proposals = int(spec.get("max_proposals", 50))
+        self.proposal_threshold = float(spec.get("proposal_threshold", verifier.PROPOSAL_SCORE))
+        self.max_proposals = int(spec.get("max_proposals", verifier.MAX_PROPOSALS))
         self.alpha = float(spec["alpha"])
         self.box_step = float(spec.get("box_step", 1.0))
         self.nms_iou = float(spec.get("nms_iou", 0.45))
@@ -302,8 +302,7 @@ class VerifiedDetector:
     def verify(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
         """Refined boxes and final scores (after NMS, best first) for proposals in ``image``."""
-        order = np.argsort(-scores, kind="stable")[:self.max_proposals]
-        boxes, scores = boxes[order], scores[order]
+        boxes, scores = verifier.best_proposals(boxes, scores, self.max_proposals)
         if not len(boxes):
             return boxes, scores
         win = verifier.windows(boxes, self.margin)

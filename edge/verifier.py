@@ -18,6 +18,17 @@ import numpy as np
 from edge import ssd
 from edge.errors import ModelError
 
+PROPOSAL_SCORE = 0.05  # the detector's score floor for a proposal (a spec's default)
+MAX_PROPOSALS = 50     # per image, best first (a spec's default)
+
+
+def best_proposals(boxes: np.ndarray, scores: np.ndarray, limit: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``limit`` best-scored proposals, best first (ties in the detector's order): the cap
+    the device applies, and training with it."""
+    order = np.argsort(-scores, kind="stable")[:limit]
+    return boxes[order], scores[order]
+
 
 def output_indices(model) -> tuple[int, int]:
     """Indices of the face logit (N, 1) and box delta (N, 4) outputs of a loaded verifier
