@@ -109,6 +109,10 @@ def main(argv=None) -> int:
     c.add_argument("--lr", type=float, default=3e-4)
     c.add_argument("--init", type=Path, default=None,
                    help="continue from these weights (one size only)")
+    c.add_argument("--jitter", choices=("uniform", "detector"), default="uniform",
+                   help="how the training crop window strays from the annotated box: 'uniform' "
+                   "(size +-15 %%, centre +-8 %%: the shipped models) or 'detector' (Gaussian, "
+                   "with the spread measured between the detector's boxes and the annotation)")
 
     x = sub.add_parser("classifier-export", help="quantise one trained classifier to int8 TFLite")
     x.add_argument("--run", type=Path, default=ROOT / "runs" / "classifier" / "128")
@@ -183,7 +187,7 @@ def main(argv=None) -> int:
         for size in args.sizes:
             train_classifier(args.data, args.weights, args.out / str(size), size=size,
                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             cache=cache, init=args.init)
+                             cache=cache, init=args.init, jitter=args.jitter)
     elif args.cmd == "classifier-export":
         from convert.classifier import export as export_classifier
         export_classifier(args.run, args.weights, args.data, args.out, args.calibration)

@@ -295,3 +295,21 @@ def test_weight_average_tracks_and_swaps_in_and_out():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), start + 5.0)
     with pytest.raises(ValueError, match="momentum must be in"):
         WeightAverage(model.trainable_variables, 1.0)
+
+
+def test_classifier_crop_jitter_spreads_as_measured():
+    """'uniform' keeps the shipped models' window (size +-15 %, centre +-8 %); 'detector'
+    strays like the detector's boxes were measured to (Gaussian sds, clipped at 2.5 sd); an
+    unknown jitter is refused before any training."""
+    needs_tensorflow()
+    from convert.classifier import DETECTOR_JITTER_SD, jitter_window, train
+    rng = np.random.default_rng(0)
+    u = np.array([jitter_window(rng, "uniform") for _ in range(4000)])
+    assert 0.85 <= u[:, 0].min() and u[:, 0].max() <= 1.15
+    assert np.abs(u[:, 1:]).max() <= 0.08
+    d = np.array([jitter_window(rng, "detector") for _ in range(4000)])
+    spread = np.array([np.log(d[:, 0]).std(), d[:, 1].std(), d[:, 2].std()])
+    assert np.allclose(spread, DETECTOR_JITTER_SD, rtol=0.08)
+    assert np.abs(np.log(d[:, 0])).max() <= 2.5 * DETECTOR_JITTER_SD[0] + 1e-9
+    with pytest.raises(ValueError, match="jitter 'wide': use one of uniform, detector"):
+        train(None, None, None, jitter="wide")
