@@ -114,6 +114,11 @@ def main(argv=None) -> int:
                    "(size +-15 %%, centre +-8 %%: the shipped models) or 'detector' (Gaussian, "
                    "with the spread measured between the detector's boxes and the annotation)")
 
+    c.add_argument("--boxes-from", default="annotation", metavar="DETECTOR",
+                   help="cut the train crops of detect/ faces around this detector's boxes "
+                   "('verified', 'full', ..., a .tflite or a spec; where one matches the face at IoU >= 0.5), as the "
+                   "device cuts them; default: the annotated boxes")
+
     x = sub.add_parser("classifier-export", help="quantise one trained classifier to int8 TFLite")
     x.add_argument("--run", type=Path, default=ROOT / "runs" / "classifier" / "128")
     x.add_argument("--out", type=Path, default=ROOT / "models" / "mask_classifier.tflite")
@@ -187,7 +192,8 @@ def main(argv=None) -> int:
         for size in args.sizes:
             train_classifier(args.data, args.weights, args.out / str(size), size=size,
                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             cache=cache, init=args.init, jitter=args.jitter)
+                             cache=cache, init=args.init, jitter=args.jitter,
+                             boxes_from=args.boxes_from)
     elif args.cmd == "classifier-export":
         from convert.classifier import export as export_classifier
         export_classifier(args.run, args.weights, args.data, args.out, args.calibration)

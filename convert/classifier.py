@@ -49,17 +49,36 @@ def _context_box(face: Box) -> Box:
     return square_crop_box(b, (CONTEXT - 1) / 2)
 
 
-def build_crops(data_dir: Path, split: str, include_classify: bool = True) -> CropSet:
+ANNOTATION = "annotation"   # detect/ crops cut around the annotated boxes
+
+
+def build_crops(data_dir: Path, split: str, include_classify: bool = True,
+                boxes_from: str = ANNOTATION) -> CropSet:
+    """The faces of ``split`` as context crops. ``boxes_from``: ANNOTATION, or a detector (a
+    path ``edge.detector.load_detector`` takes) whose box, where one overlaps the annotated
+    face at IoU >= 0.5 (the best), is cut instead, as the device would cut it; the label is the
+    annotation's either way."""
+    from edge.detector import load_detector
+    from models import detector_path
+    detector = None if boxes_from == ANNOTATION else load_detector(
+        detector_path(boxes_from), threads=os.cpu_count() or 1)
     imgs, labels, source, width = [], [], [], []
+    moved = 0
     for s in load_voc_dataset(data_dir / "detect", split):
         image = cv2.imread(str(s.image))
         if image is None:
             log.warning("skipping unreadable %s", s.image)
             continue
+        found = [f.box for f in detector.detect(image)] if detector is not None else []
         for o in s.objects:
             if o.box.width < 4 or o.box.height < 4:
                 continue
-            imgs.append(crop(image, _context_box(o.box), CONTEXT_PX))
+            box = max(found, key=o.box.iou, default=None)
+            if box is not None and o.box.iou(box) >= 0.5:
+                moved += 1
+            else:
+                box = o.box
+            imgs.append(crop(image, _context_box(box), CONTEXT_PX))
             labels.append(LABELS.index(o.label))
             source.append("detect")
             width.append(o.box.width)
@@ -83,6 +102,9 @@ def build_crops(data_dir: Path, split: str, include_classify: bool = True) -> Cr
             labels.append(LABELS.index(Path(r["image"]).parent.name))
             source.append("classify")
             width.append(np.nan)
+    if detector is not None:
+        log.info("%s: %d of %d detect/ crops cut around %s's boxes", split, moved,
+                 int(np.sum(np.array(source) == "detect")), boxes_from)
     return CropSet(np.stack(imgs), np.array(labels), np.array(source), np.array(width, float))
 
 
@@ -215,15 +237,17 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
 
 def train(data_dir: Path, weights_dir: Path, out_dir: Path, size: int = 128, epochs: int = 8,
           batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-          cache: Path | None = None, init: Path | None = None, jitter: str = "uniform") -> dict:
+          cache: Path | None = None, init: Path | None = None, jitter: str = "uniform",
+          boxes_from: str = ANNOTATION) -> dict:
     """Train one classifier at ``size``; the epoch with the best val balanced accuracy +
     mask-vs-not accuracy is kept. ``init``: weights to start from (a run's best.weights.h5 of
-    the same size) instead of the ImageNet backbone alone; ``jitter``: one of JITTERS."""
+    the same size) instead of the ImageNet backbone alone; ``jitter``: one of JITTERS;
+    ``boxes_from``: where the train crops' boxes come from (``build_crops``)."""
     if jitter not in JITTERS:
         raise ValueError(f"jitter {jitter!r}: use one of {', '.join(JITTERS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
-    tr, va = load_crop_cache(data_dir, cache)
+    tr, va = load_crop_cache(data_dir, cache, boxes_from)
     model = build_model(size, weights_dir / MOBILENET_H5)
     if init is not None:
         model.load_weights(init)
@@ -251,23 +275,33 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, size: int = 128, epo
         if score > best:
             best = score
             model.save_weights(out_dir / "best.weights.h5")
-            (out_dir / "best.json").write_text(json.dumps({**entry, "size": size, "jitter": jitter},
+            (out_dir / "best.json").write_text(json.dumps({**entry, "size": size, "jitter": jitter,
+                                                           "boxes_from": str(boxes_from)},
                                                           indent=1))
         (out_dir / "history.json").write_text(json.dumps(history, indent=1))
     return json.loads((out_dir / "best.json").read_text())
 
 
-def load_crop_cache(data_dir: Path, cache: Path | None):
-    """Train and val crops, built once and kept in ``cache`` (an .npz) when given."""
+def load_crop_cache(data_dir: Path, cache: Path | None, boxes_from: str | None = None):
+    """Train and val crops, built once and kept in ``cache`` (an .npz) when given. The train
+    crops' detect/ faces are cut around ``boxes_from``'s boxes (see ``build_crops``; val always
+    around the annotation); None takes a cache as it is, or builds with the annotation."""
     if cache is not None and cache.is_file():
         z = np.load(cache, allow_pickle=False)
+        stored = str(z["train_boxes_from"]) if "train_boxes_from" in z else ANNOTATION
+        if boxes_from is not None and stored != str(boxes_from):
+            raise ValueError(f"{cache}: its train crops were cut around {stored}'s boxes, not "
+                             f"{boxes_from}'s; delete it or train into another --out")
         return tuple(CropSet(z[f"{p}_images"], z[f"{p}_labels"], z[f"{p}_source"], z[f"{p}_width"])
                      for p in ("train", "val"))
-    tr, va = build_crops(data_dir, "train"), build_crops(data_dir, "val")
+    boxes_from = str(boxes_from or ANNOTATION)
+    tr = build_crops(data_dir, "train", boxes_from=boxes_from)
+    va = build_crops(data_dir, "val")
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, **{f"{p}_{k}": getattr(c, k) for p, c in (("train", tr), ("val", va))
-                           for k in ("images", "labels", "source", "width")})
+        np.savez(cache, train_boxes_from=boxes_from,
+                 **{f"{p}_{k}": getattr(c, k) for p, c in (("train", tr), ("val", va))
+                    for k in ("images", "labels", "source", "width")})
     return tr, va
 
 
@@ -299,6 +333,7 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
                  "rule": "side = max(w, h) * (1 + 2 * margin), centred on the face box"},
         "training": {"data": "shared/data detect/ boxes + classify/ photos, train split",
                      "crop_jitter": best.get("jitter", "uniform"),
+                     "train_boxes_from": best.get("boxes_from", ANNOTATION),
                      "selected_on": "val split", "epoch": best["epoch"],
                      "val_float": {k: v for k, v in best.items() if k.startswith("val_")},
                      "val_int8_accuracy": round(float(np.mean(int8_pred.argmax(1) == va.labels)), 4),

@@ -313,3 +313,31 @@ def test_classifier_crop_jitter_spreads_as_measured():
     assert np.abs(np.log(d[:, 0])).max() <= 2.5 * DETECTOR_JITTER_SD[0] + 1e-9
     with pytest.raises(ValueError, match="jitter 'wide': use one of uniform, detector"):
         train(None, None, None, jitter="wide")
+
+
+def test_classifier_crops_can_be_cut_around_the_detectors_boxes(tmp_path):
+    """`classifier-train --boxes-from verified`: the same faces with the same labels, each
+    crop cut around the detector's box where one matches the face; a crop cache remembers
+    which boxes cut it and refuses to serve another choice."""
+    needs_tensorflow()
+    import shutil
+    from conftest import FIXTURES
+    from convert.classifier import build_crops, load_crop_cache
+    data = tmp_path / "data"
+    shutil.copytree(FIXTURES / "andrewmvd", data / "detect" / "andrewmvd")
+    images = sorted((data / "detect" / "andrewmvd" / "images").iterdir())
+    rows = [f"detect/andrewmvd/images/{p.name},{'val' if i == 0 else 'train'}"
+            for i, p in enumerate(images)]
+    (data / "splits.csv").write_text("image,split\n" + "\n".join(rows) + "\n")
+    plain = build_crops(data, "train", include_classify=False)
+    cut = build_crops(data, "train", include_classify=False, boxes_from="verified")
+    assert len(cut.labels) == len(plain.labels) >= 3
+    assert (cut.labels == plain.labels).all() and np.array_equal(cut.width, plain.width)
+    moved = [not np.array_equal(a, b) for a, b in zip(plain.images, cut.images)]
+    assert sum(moved) >= len(moved) // 2      # the detector finds most fixture faces
+    cache = tmp_path / "crops.npz"
+    tr, _ = load_crop_cache(data, cache, "verified")
+    assert np.array_equal(tr.images[:len(cut.labels)], cut.images[:len(cut.labels)])
+    assert load_crop_cache(data, cache)[0].images.shape == tr.images.shape   # as it is
+    with pytest.raises(ValueError, match="cut around verified's boxes, not annotation's; delete"):
+        load_crop_cache(data, cache, "annotation")
