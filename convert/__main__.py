@@ -132,6 +132,9 @@ def main(argv=None) -> int:
     n.add_argument("--out", type=Path, default=ROOT / "models" / "mask_classifier_pair.json")
     n.add_argument("--cache", type=Path, default=ROOT / "runs" / "classifier" / "crops.npz",
                    help="the crop cache of classifier-train (built from the data when missing)")
+    n.add_argument("--boxes-from", default="annotation", metavar="DETECTOR",
+                   help="cut the val crops (for the figures and the flag threshold) around this "
+                   "detector's boxes, as for members trained with classifier-train --boxes-from")
 
     v = sub.add_parser("verifier-train",
                        help="train the face verifier on an exported detector's proposals (detect/ "
@@ -199,7 +202,7 @@ def main(argv=None) -> int:
         export_classifier(args.run, args.weights, args.data, args.out, args.calibration)
     elif args.cmd == "classifier-ensemble":
         from convert.classifier import write_ensemble
-        write_ensemble(args.out, args.models, args.data, args.cache)
+        write_ensemble(args.out, args.models, args.data, args.cache, args.boxes_from)
     elif args.cmd == "verifier-train":
         from convert.verifier import proposal_sets, train as train_verifier
         tr, va = proposal_sets(args.detector, args.data, args.out, args.ignore)

@@ -387,23 +387,26 @@ def crop_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
 
 
 def write_ensemble(out_path: Path, models: list[Path], data_dir: Path,
-                   cache: Path | None = None) -> dict:
+                   cache: Path | None = None, boxes_from: str = ANNOTATION) -> dict:
     """An ensemble spec for exported classifiers (their probabilities averaged), its flag
-    threshold chosen on val crops like a single model's, with each member's val figures."""
+    threshold chosen on val crops like a single model's, with each member's val figures.
+    ``boxes_from``: cut the val crops around this detector's boxes (``build_crops``), as the
+    members' train crops were cut."""
     from convert import check_members
     from edge.classifier import ENSEMBLE_FORMAT, read_ensemble_spec
     out_path = Path(out_path)
     check_members(out_path, models, "ensemble members", "the labels and crop margin")
-    if cache is not None and cache.is_file():
+    if boxes_from == ANNOTATION and cache is not None and cache.is_file():
         va = load_crop_cache(data_dir, cache)[1]
     else:
-        va = build_crops(data_dir, "val")
+        va = build_crops(data_dir, "val", boxes_from=boxes_from)
     probs = [int8_probabilities(m, va) for m in models]
     mean = np.mean(probs, axis=0)
     spec = {"format": ENSEMBLE_FORMAT, "models": [m.name for m in models],
             "combine": "mean of the members' probabilities"}
     spec["flag_threshold"], choice = choose_flag_threshold(va, mean)
-    spec["val"] = {"crops": len(va.labels), "ensemble": crop_metrics(va.labels, mean),
+    spec["val"] = {"crops": len(va.labels), "crops_cut_around": str(boxes_from),
+                   "ensemble": crop_metrics(va.labels, mean),
                    "members": {m.name: crop_metrics(va.labels, p) for m, p in zip(models, probs)},
                    "flag_threshold_choice": choice}
     out_path.write_text(json.dumps(spec, indent=1) + "\n")
