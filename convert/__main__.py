@@ -113,11 +113,10 @@ def main(argv=None) -> int:
                    help="how the training crop window strays from the annotated box: 'uniform' "
                    "(size +-15 %%, centre +-8 %%: the shipped models) or 'detector' (Gaussian, "
                    "with the spread measured between the detector's boxes and the annotation)")
-
     c.add_argument("--boxes-from", default="annotation", metavar="DETECTOR",
                    help="cut the train crops of detect/ faces around this detector's boxes "
-                   "('verified', 'full', ..., a .tflite or a spec; where one matches the face at IoU >= 0.5), as the "
-                   "device cuts them; default: the annotated boxes")
+                   "('verified', 'full', ..., a .tflite or a spec), where one matches the face "
+                   "at IoU >= 0.5, as the device cuts them; default: the annotated boxes")
 
     x = sub.add_parser("classifier-export", help="quantise one trained classifier to int8 TFLite")
     x.add_argument("--run", type=Path, default=ROOT / "runs" / "classifier" / "128")
