@@ -24,6 +24,15 @@ def input_size(text: str) -> tuple[int, int]:
     return parts[1], parts[0]
 
 
+def training_args(p: argparse.ArgumentParser, out: str, epochs: int, batch_size: int,
+                  lr: float) -> None:
+    """The options every training command has: its run folder, epochs, batch and learning rate."""
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / out)
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=lr)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m convert", description=__doc__)
     ap.add_argument("--data", type=Path, default=SHARED / "data",
@@ -34,10 +43,7 @@ def main(argv=None) -> int:
 
     t = sub.add_parser("detector-train", help="train the face detector (res10 fine-tuned, or "
                        "SSDLite-MobileNetV2) on detect/ train, select on val")
-    t.add_argument("--out", type=Path, default=ROOT / "runs" / "detector")
-    t.add_argument("--epochs", type=int, default=12)
-    t.add_argument("--batch-size", type=int, default=16)
-    t.add_argument("--lr", type=float, default=5e-4)
+    training_args(t, "detector", epochs=12, batch_size=16, lr=5e-4)
     t.add_argument("--sizes", type=int, nargs="+", default=[256, 320, 384, 448, 512],
                    help="square input sizes drawn per batch (multiples of 64)")
     t.add_argument("--eval-size", type=int, default=448, help="input size for val selection")
@@ -101,12 +107,9 @@ def main(argv=None) -> int:
                    "limit")
 
     c = sub.add_parser("classifier-train", help="train MobileNetV2 mask classifiers, select on val")
-    c.add_argument("--out", type=Path, default=ROOT / "runs" / "classifier")
+    training_args(c, "classifier", epochs=10, batch_size=32, lr=3e-4)
     c.add_argument("--sizes", type=int, nargs="+", default=[128],
                    help="input sizes to train (one run each, for the size/latency table)")
-    c.add_argument("--epochs", type=int, default=10)
-    c.add_argument("--batch-size", type=int, default=32)
-    c.add_argument("--lr", type=float, default=3e-4)
     c.add_argument("--init", type=Path, default=None,
                    help="continue from these weights (one size only)")
     c.add_argument("--jitter", choices=("uniform", "detector"), default="uniform",
@@ -140,10 +143,7 @@ def main(argv=None) -> int:
                        "train), select on val end to end")
     v.add_argument("--detector", type=Path, default=ROOT / "models" / "face_detector.tflite",
                    help="the int8 detector whose proposals it learns to verify")
-    v.add_argument("--out", type=Path, default=ROOT / "runs" / "verifier")
-    v.add_argument("--epochs", type=int, default=5)
-    v.add_argument("--batch-size", type=int, default=32)
-    v.add_argument("--lr", type=float, default=3e-4)
+    training_args(v, "verifier", epochs=5, batch_size=32, lr=3e-4)
     v.add_argument("--ignore", type=Path, default=None,
                    help="likely unannotated faces in the train images, not scored as background "
                    "(from `detector-pseudo-ignore`)")
