@@ -254,13 +254,13 @@ def train(data_dir: Path, weights_dir: Path, out_dir: Path, size: int = 128, epo
     cw = class_weights(tr.labels)
     log.info("size %d: train %d crops %s, val %d, class weights %s", size, len(tr.labels),
              np.bincount(tr.labels).tolist(), len(va.labels), cw)
-    steps = len(CropBatches(tr, size, batch_size, seed, True, jitter)) * epochs
+    gen = CropBatches(tr, size, batch_size, seed, True, jitter)
+    steps = len(gen) * epochs
     sched = keras.optimizers.schedules.CosineDecay(lr * 0.1, steps, warmup_target=lr,
                                                    warmup_steps=steps // 10, alpha=0.01)
     model.compile(keras.optimizers.Adam(sched),
                   keras.losses.CategoricalCrossentropy(label_smoothing=0.05), metrics=["accuracy"])
     best, history, t0 = -1.0, [], time.time()
-    gen = CropBatches(tr, size, batch_size, seed, True, jitter)
     for epoch in range(1, epochs + 1):
         h = model.fit(gen, epochs=1, class_weight=cw, verbose=0)
         pred = predict(model, va, size).argmax(1)
