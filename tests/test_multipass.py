@@ -95,7 +95,7 @@ def test_shipped_four_pass_detector(four_pass):
 
 @pytest.mark.parametrize("sample", load_voc_dataset(FIXTURES / "andrewmvd"),
                          ids=lambda s: s.image.name)
-def test_accurate_finds_every_annotated_face_at_least_40px(four_pass, sample):
+def test_four_passes_find_every_annotated_face_at_least_40px(four_pass, sample):
     faces = four_pass.detect(cv2.imread(str(sample.image)))
     for obj in sample.objects:
         if obj.box.width >= 40:
@@ -106,7 +106,7 @@ def test_accurate_finds_every_annotated_face_at_least_40px(four_pass, sample):
         assert 0 <= f.box.x1 < f.box.x2 <= sample.width
 
 
-def test_mirrored_passes_are_symmetric_and_accurate_is_quiet_on_empty_scenes(four_pass, tmp_path):
+def test_mirrored_passes_are_symmetric_and_four_passes_are_quiet_on_empty_scenes(four_pass, tmp_path):
     spec = {"format": "maskdoor-multipass/1", "score_threshold": four_pass.score_threshold,
             "passes": [{"model": "face_detector_res10.tflite", "flip": True},
                        {"model": "face_detector_768.tflite", "flip": True, "max_face": 128}]}
