@@ -133,6 +133,17 @@ def ground(img, x, y):
         cv2.line(img, (x - w, y + 14 + 5 * k), (x + w, y + 14 + 5 * k), BLACK, 2)
 
 
+def led_circuit(img, y, wire_colour, led_colour, label, note):
+    """Pin terminal at (190, y) -> 330 ohm -> LED -> ground."""
+    wire(img, [(190, y), (240, y)], wire_colour, 3)
+    resistor(img, 240, 400, y, "330 ohm")
+    wire(img, [(400, y), (440, y)])
+    led(img, 440, y, led_colour, label)
+    wire(img, [(466, y), (640, y), (640, y + 10)])
+    ground(img, 640, y + 10)
+    text(img, note, (330, y + 58), 0.45, GREY)
+
+
 def header_inset(img, x0, y0, used):
     """Pins 1-20 of the 40-pin header as seen from above, pin 1 at the top; ``used``
     maps a physical pin to its colour."""
@@ -168,15 +179,7 @@ def wiring_figure(out: Path) -> Path:
         cv2.circle(img, (190, y), 6, colour, -1)
         text(img, label, (70, y + 5), 0.5, colour, 2)
 
-    # red LED: GPIO17 -> 330 ohm -> LED -> ground
-    y = 190
-    wire(img, [(190, y), (240, y)], RED, 3)
-    resistor(img, 240, 400, y, "330 ohm")
-    wire(img, [(400, y), (440, y)])
-    led(img, 440, y, (40, 40, 230), "red LED")
-    wire(img, [(466, y), (640, y), (640, y + 10)])
-    ground(img, 640, y + 10)
-    text(img, "long leg (anode) towards the pin", (330, y + 58), 0.45, GREY)
+    led_circuit(img, 190, RED, (40, 40, 230), "red LED", "long leg (anode) towards the pin")
 
     # buzzer: GPIO27 -> 1 k -> NPN base; 5 V -> buzzer -> collector; emitter -> ground
     y = 330
@@ -214,15 +217,8 @@ def wiring_figure(out: Path) -> Path:
     text(img, "for a magnetic buzzer;", (dx + 20, 232), 0.45)
     text(img, "a piezo one needs none", (dx + 20, 250), 0.45)
 
-    # green LED (optional): GPIO22 -> 330 ohm -> LED -> ground
-    y = 490
-    wire(img, [(190, y), (240, y)], GREEN, 3)
-    resistor(img, 240, 400, y, "330 ohm")
-    wire(img, [(400, y), (440, y)])
-    led(img, 440, y, (40, 200, 40), "green LED (optional)")
-    wire(img, [(466, y), (640, y), (640, y + 10)])
-    ground(img, 640, y + 10)
-    text(img, "needs gpio.green_led = 22", (330, y + 58), 0.45, GREY)
+    led_circuit(img, 490, GREEN, (40, 200, 40), "green LED (optional)",
+                "needs gpio.green_led = 22")
 
     # the Pi's ground
     wire(img, [(190, 580), (260, 580), (260, 590)])
