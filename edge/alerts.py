@@ -1,4 +1,11 @@
-"""``maskdoor alerts``: a remote subscriber that prints each alert readably as it arrives."""
+"""``maskdoor alerts``: a remote subscriber that follows every door under a prefix (or one door)
+and prints each alert readably as it arrives, with the door it came from.
+
+Alerts are QoS 1, so a broker or a bridge may deliver one twice: each is printed once, by its
+``id``. Doors going offline or coming online are reported on standard error. With ``session``
+the subscriber keeps a persistent session on the broker (a fixed client id, clean session off):
+alerts forwarded while it reconnects, or while it is stopped, wait for it on the broker.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +13,12 @@ import json
 import sys
 import threading
 import time
-
+from collections import OrderedDict
 
 from edge.mqtt import make_client
 
 TYPES = {"unmasked_face": "NO MASK", "incorrect_mask": "MASK BELOW NOSE"}
+REMEMBERED_IDS = 10000  # alerts remembered for de-duplication
 
 
 def format_alert(event: dict) -> str:
@@ -21,35 +29,61 @@ def format_alert(event: dict) -> str:
             f"of the frame wide  [{event.get('id')}]")
 
 
+class SeenIds:
+    """The last ``limit`` alert ids: ``add(id)`` is False for one already seen."""
+
+    def __init__(self, limit: int = REMEMBERED_IDS):
+        self.limit = limit
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, event_id: str) -> bool:
+        if event_id in self._ids:
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self.limit:
+            self._ids.popitem(last=False)
+        return True
+
+
 def watch(url: str, prefix: str = "maskdoor", device: str = "+", count: int | None = None,
-          timeout: float | None = None, out=None) -> int:
+          timeout: float | None = None, out=None, session: str | None = None,
+          as_json: bool = False) -> int:
     out = out or sys.stdout
-    client, host, port = make_client(f"maskdoor-alerts-{int(time.time() * 1000) % 10**8}", url=url)
-    seen = []
+    client_id = session or f"maskdoor-alerts-{int(time.time() * 1000) % 10**8}"
+    client, host, port = make_client(client_id, url=url, clean_session=session is None)
+    seen = SeenIds()
+    shown = 0
     done = threading.Event()
     topic = f"{prefix}/{device}/events"
+    doors = "every door" if device == "+" else f"door {device}"
 
     def on_connect(c, userdata, flags, reason_code, properties):
         if reason_code.is_failure:
             print(f"maskdoor alerts: broker refused: {reason_code}", file=sys.stderr)
             return
         c.subscribe([(topic, 1), (f"{prefix}/{device}/availability", 1)])
-        print(f"listening on {host}:{port} for {topic}", file=sys.stderr, flush=True)
+        print(f"listening on {host}:{port} to {doors} under {prefix}/", file=sys.stderr,
+              flush=True)
 
     def on_message(c, userdata, msg):
+        nonlocal shown
         if msg.topic.endswith("/availability"):
-            print(f"{msg.topic.split('/')[-2]} is {msg.payload.decode(errors='replace')}",
+            print(f"door {msg.topic.split('/')[-2]} is {msg.payload.decode(errors='replace')}",
                   file=sys.stderr, flush=True)
             return
         try:
             event = json.loads(msg.payload)
+            if not isinstance(event, dict):
+                raise ValueError("not an object")
         except ValueError:
-            print(f"{msg.topic}: not JSON: {msg.payload[:80]!r}", file=sys.stderr)
+            print(f"{msg.topic}: not a JSON alert: {msg.payload[:80]!r}", file=sys.stderr)
             return
-        out.write(format_alert(event) + "\n")
+        if not seen.add(str(event.get("id"))):
+            return  # delivered twice (QoS 1 through a bridge or a reconnect): shown once
+        out.write((json.dumps(event) if as_json else format_alert(event)) + "\n")
         out.flush()
-        seen.append(event)
-        if count is not None and len(seen) >= count:
+        shown += 1
+        if count is not None and shown >= count:
             done.set()
 
     client.on_connect = on_connect

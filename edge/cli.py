@@ -129,7 +129,8 @@ def cmd_config(args) -> int:
 
 def cmd_alerts(args) -> int:
     from edge.alerts import watch
-    return watch(args.mqtt, args.prefix, args.device, args.count, args.timeout)
+    return watch(args.mqtt, args.prefix, args.device, args.count, args.timeout,
+                 session=args.session, as_json=args.json)
 
 
 def cmd_bench(args) -> int:
@@ -190,10 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     r.set_defaults(func=cmd_run)
 
-    a = sub.add_parser("alerts", help="subscribe to a broker and print each alert as it arrives")
+    a = sub.add_parser("alerts", help="follow every door's alerts on a broker (each printed once, "
+                       "with its door) and the doors going offline and online")
     a.add_argument("--mqtt", metavar="URL", required=True, help="broker, mqtt://HOST:PORT")
     a.add_argument("--prefix", default="maskdoor", help="topic prefix (default: maskdoor)")
-    a.add_argument("--device", default="+", help="device id to follow (default: all)")
+    a.add_argument("--device", default="+", metavar="ID",
+                   help="follow this door only (default: every door under the prefix)")
+    a.add_argument("--session", metavar="NAME",
+                   help="keep a persistent session on the broker under this client id: alerts "
+                        "sent while this subscriber is away wait for it")
+    a.add_argument("--json", action="store_true", help="print each alert as its JSON payload")
     a.add_argument("--count", type=int, default=None, help="exit after N alerts")
     a.add_argument("--timeout", type=float, default=None, help="exit after N seconds")
     a.set_defaults(func=cmd_alerts)

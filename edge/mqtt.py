@@ -42,10 +42,14 @@ def default_device_id() -> str:
     return socket.gethostname().split(".")[0] or "maskdoor"
 
 
-def make_client(client_id: str, mqtt_cfg=None, url: str | None = None) -> tuple[mqtt.Client, str, int]:
-    """A paho client configured from ``mqtt_cfg`` (credentials, TLS); not connected yet."""
+def make_client(client_id: str, mqtt_cfg=None, url: str | None = None,
+                clean_session: bool = True) -> tuple[mqtt.Client, str, int]:
+    """A paho client configured from ``mqtt_cfg`` (credentials, TLS); not connected yet.
+    ``clean_session=False`` keeps the client's session (subscriptions, queued QoS 1 messages)
+    on the broker between connections."""
     host, port, tls = parse_url(url or mqtt_cfg.url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         clean_session=clean_session)
     if mqtt_cfg is not None:
         password = mqtt_cfg.password
         if mqtt_cfg.password_file:

@@ -111,22 +111,6 @@ def test_check_reports_each_part(broker, tmp_path):
     assert "FAIL  broker:" in bad.stdout
 
 
-def test_alerts_subscriber_prints_readable_lines(broker):
-    proc = subprocess.Popen([EXE, "alerts", "--mqtt", broker.url, "--count", "1",
-                             "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    time.sleep(1.5)
-    import paho.mqtt.publish as publish
-    ev = {"id": "x1", "time": "2026-11-22T05:00:00.000Z", "device": "door1",
-          "type": "unmasked_face", "label": "without_mask", "label_score": 0.93, "score": 0.99,
-          "box": [1, 2, 3, 4], "face_width_frac": 0.18, "track_id": 4}
-    publish.single("maskdoor/door1/events", json.dumps(ev), qos=1, hostname="127.0.0.1",
-                   port=broker.port)
-    out, err = proc.communicate(timeout=40)
-    assert proc.returncode == 0, err
-    assert "door1: NO MASK (without_mask 0.93), track 4, face 18% of the frame wide  [x1]" in out
-
-
 def test_a_failing_sink_never_stops_the_loop(caplog):
     import numpy as np
 

@@ -101,6 +101,9 @@ def test_every_alert_of_five_doors_reaches_the_centre_once_in_order(broker, tmp_
                                      tmp_path / "site"))
     site.start()
     desk = CentralDesk(central.port)
+    follower = subprocess.Popen([EXE, "alerts", "--mqtt", central.url, "--session", "front-desk",
+                                 "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
     doors = [start_door(n, site.url, tmp_path) for n in range(1, DOORS + 1)]
     logs = [""] * DOORS
     readers = []
@@ -136,6 +139,8 @@ def test_every_alert_of_five_doors_reaches_the_centre_once_in_order(broker, tmp_
     got = {d: sum(1 for e in unique.values() if e["device"] == d) for d in raised}
     duplicates = len(desk.received) - len(unique)
     desk.close()
+    follower.send_signal(signal.SIGINT)
+    printed, follower_err = follower.communicate(timeout=30)
     site.stop()
     print(f"doors {DOORS}, alerts raised {total}, received {len(unique)} unique, "
           f"lost {total - len(unique)}, duplicates before dedup {duplicates}")
@@ -146,3 +151,7 @@ def test_every_alert_of_five_doors_reaches_the_centre_once_in_order(broker, tmp_
         assert times == sorted(times), (d, times)
     offline = {d for d, state in desk.availability if state == "offline"}
     assert offline == set(raised), "each door's clean stop reaches the centre as 'offline'"
+    # `maskdoor alerts` at the centre prints every alert of every door once
+    shown = [json.loads(line) for line in printed.splitlines()]
+    assert sorted(e["id"] for e in shown) == sorted(unique), follower_err[-1500:]
+    assert all(f"door door{n} is offline" in follower_err for n in range(1, DOORS + 1))
