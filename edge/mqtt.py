@@ -232,7 +232,7 @@ class MqttSink:
                 log.debug("offline not confirmed: %s", exc)
         self.client.disconnect()
         self.client.loop_stop()
-        left, lost = len(self.outbox), getattr(self.outbox, "in_memory", 0)
+        left, lost = len(self.outbox), self.outbox.in_memory
         if left > lost:
             log.warning("%d event(s) still queued in %s; they are sent at the next start",
                         left - lost, self.outbox.folder)
