@@ -118,8 +118,8 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
         if frame is None:
             if getattr(reader, "ended", True):
                 break
-            if notifier is not None and getattr(reader, "outage", False):
-                notifier.watchdog()  # reopening the camera on purpose: alive, not hung
+            if notifier is not None and not getattr(reader, "hung", False):
+                notifier.watchdog()  # a slow or reopening camera: alive; a hung one: restart
             continue
         due = stats.frames % detect_every == 0
         fresh = due and (gate is None or gate.moved(frame.image))
