@@ -15,6 +15,7 @@ across restarts in the file ``dropped``).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 ENTRY = re.compile(r"^\d{12}\.json$")
 MEMORY_MAX = 10_000  # events held in memory while the folder cannot be written
+ABSENT = {errno.ENOENT, errno.ENOTDIR, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 FIX = "free space on it, make it writable by this user, or set service.state_dir"
 
 
@@ -65,6 +67,13 @@ class Outbox:
     def _open(self) -> None:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            # these errors prove the folder absent, so it can be created later and written
+            # without overwriting anything queued; others (access denied) prove nothing
+            self._listable = exc.errno in ABSENT
+            self._degrade(exc, "cannot be created")
+            return
+        try:
             names = sorted(os.listdir(self.folder))
         except OSError as exc:
             # an entry possibly on disk but unseen must not be overwritten by a new one of the

@@ -4,6 +4,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -91,17 +93,57 @@ def test_foreign_files_and_a_bad_counter_are_survived(tmp_path, caplog):
     assert (tmp_path / "notes.json").read_text() == "my notes"
 
 
-def test_a_folder_that_cannot_be_created_queues_in_memory(tmp_path, caplog):
-    (tmp_path / "file").write_text("")
-    with caplog.at_level(logging.ERROR, "edge.outbox"):
-        q = Outbox(tmp_path / "file" / "outbox", 10)
+def test_a_folder_that_cannot_be_created_queues_in_memory_until_it_can(tmp_path, caplog):
+    (tmp_path / "state").write_text("")
+    with caplog.at_level(logging.WARNING, "edge.outbox"):
+        q = Outbox(tmp_path / "state" / "outbox", 10)
         for i in range(3):
             q.put(ev(i))
-    assert len(q) == 3 and q.in_memory == 3
-    errors = [r.getMessage() for r in caplog.records]
-    assert len(errors) == 1 and "file/outbox" in errors[0] and "Not a directory" in errors[0]
-    assert "service.state_dir" in errors[0]
-    assert ids(q) == ["e0", "e1", "e2"]
+        assert len(q) == 3 and q.in_memory == 3
+        (tmp_path / "state").unlink()  # the state folder's place is free again
+        q.put(ev(3))
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert "state/outbox cannot be created (Not a directory)" in said[0]
+    assert "service.state_dir" in said[0] and "restart" not in said[0]
+    assert "can be written again; 3 event(s) held in memory moved to it" in said[1]
+    assert ids(Outbox(tmp_path / "state" / "outbox", 10)) == ["e0", "e1", "e2", "e3"]
+
+
+def test_a_folder_that_cannot_be_listed_is_left_alone(tmp_path, caplog):
+    """Run as an ordinary user, for whom a root-owned mode-000 folder is unreadable: an entry
+    hiding in it must not be overwritten, so new events stay in memory."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv(1) to run as another user")
+    home = Path(tempfile.mkdtemp(prefix="outbox-unlistable-"))
+    try:
+        home.chmod(0o755)
+        (home / "outbox").mkdir()
+        (home / "outbox" / "000000000001.json").write_bytes(ev("hidden"))
+        (home / "outbox").chmod(0)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            sys.executable, "-c", LISTING_SCRIPT, str(home / "outbox")],
+                           capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": os.getcwd()})
+        if "No module named" in r.stderr:
+            pytest.skip(f"this checkout cannot be read by uid 65534: {r.stderr[-300:]}")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["e0", "e1"]
+        assert "cannot be opened (Permission denied)" in r.stderr and "restart" in r.stderr
+        assert json.loads((home / "outbox" / "000000000001.json").read_bytes()) == {"id": "ehidden"}
+    finally:
+        shutil.rmtree(home)
+
+
+LISTING_SCRIPT = """
+import json, logging, sys
+logging.basicConfig()
+from edge.outbox import Outbox
+q = Outbox(sys.argv[1], 10)
+q.put(json.dumps({"id": "e0"}).encode()); q.put(json.dumps({"id": "e1"}).encode())
+while (item := q.peek()) is not None:
+    print(json.loads(item[1])["id"]); q.remove(item[0])
+"""
 
 
 def test_failed_writes_keep_order_leave_no_temp_file_and_recover(tmp_path, caplog):
