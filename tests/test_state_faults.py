@@ -147,3 +147,24 @@ def test_littered_outbox(broker, tmp_path):
     assert (outbox / "notes.json").read_text() == "the installer's notes"
     assert sorted(os.listdir(outbox)) == ["dropped", "notes.json", "quarantine"]
     assert (outbox / "dropped").read_text() == "0"
+
+
+def test_the_door_still_lights_and_beeps_without_a_usable_state_folder(broker, mock_pins,
+                                                                         tmp_path):
+    from conftest import on_periods
+    from edge import config
+    from edge.runner import run
+    (tmp_path / "a-file").write_text("")
+    cfg = config.load(None, {"camera.source": "demo", "mqtt.url": broker.url,
+                             "mqtt.device_id": "door9",
+                             "service.state_dir": str(tmp_path / "a-file" / "state"),
+                             "gpio.alert_s": 0.2, "gpio.beep_on_s": 0.02,
+                             "gpio.beep_off_s": 0.02})
+    sub = Subscriber(broker.url, ["maskdoor/door9/events"])
+    try:
+        assert run(cfg) == 0
+        assert sub.wait(lambda: sub.on("/events"), timeout=10)
+    finally:
+        sub.close()
+    assert on_periods(mock_pins.pin(17)), "the red LED lit"
+    assert len(on_periods(mock_pins.pin(27))) == 3, "three beeps"
