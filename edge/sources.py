@@ -378,6 +378,10 @@ class LatestFrameGrabber:
         """True when no frame can come without a restart: a camera call stuck for ``hung_s``,
         or the capture thread gone. A camera that is slow or being reopened is not hung."""
         if not self._thread.is_alive() and not self._ended and self._thread.ident is not None:
+            if self._stall_said < 2 and not self._stop.is_set():
+                self._stall_said = 2
+                log.error("camera %s: the capture thread has stopped; the service watchdog "
+                          "restarts maskdoor", self.source.name)
             return True
         since = self._busy_since
         pending = time.monotonic() - since if since is not None else 0.0
