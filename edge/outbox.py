@@ -202,10 +202,12 @@ class Outbox:
             pass
 
     def _write_dropped(self) -> None:
-        try:
-            (self.folder / "dropped").write_text(str(self.dropped))
+        tmp = self.folder / "dropped.tmp"
+        try:  # replaced whole, so a full disk keeps the last count rather than an empty file
+            tmp.write_text(str(self.dropped))
+            os.replace(tmp, self.folder / "dropped")
         except OSError:
-            pass  # the count is kept in memory; the folder's failure is reported elsewhere
+            self._unlink(tmp.name)  # the count is kept in memory; the failure is logged apart
 
     # --- the queue --------------------------------------------------------------------------
     def __len__(self) -> int:
