@@ -2,8 +2,8 @@
 
 :func:`process_frames` receives every stage as an argument and runs until the source ends,
 ``max_frames`` frames are done, or ``stop`` is set, so a test can drive it with a file. Sinks
-(LED/buzzer, MQTT, stdout) are called through :class:`SafeSinks`: a failing sink is logged once
-and skipped, and the door loop carries on.
+(MQTT or stdout first, then LED/buzzer) are called through :class:`SafeSinks`: a failing sink
+is logged once and skipped, and the door loop carries on.
 """
 
 from __future__ import annotations
@@ -55,8 +55,12 @@ def cpu_temperature() -> float | None:
 
 
 class SafeSinks:
-    """Calls each sink's ``on_event``/``on_state``/``on_stats``; one that raises is logged once
-    per kind of failure and the others still run."""
+    """Calls each sink's ``on_event``/``on_state``/``on_stats`` in the order given; one that
+    raises is logged once per kind of failure and the others still run.
+
+    Give the sink that keeps events (the MQTT outbox, stdout) first: an event is then on disk
+    before the LED lights or the log names it, so a kill at any moment after either loses
+    nothing."""
 
     def __init__(self, sinks):
         self.sinks = list(sinks)
@@ -114,8 +118,8 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
         if frame is None:
             if getattr(reader, "ended", True):
                 break
-            if notifier is not None and getattr(reader, "outage", False):
-                notifier.watchdog()  # reopening the camera on purpose: alive, not hung
+            if notifier is not None and not getattr(reader, "hung", False):
+                notifier.watchdog()  # a slow or reopening camera: alive; a hung one: restart
             continue
         due = stats.frames % detect_every == 0
         fresh = due and (gate is None or gate.moved(frame.image))
@@ -135,9 +139,9 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
             if snapshot:
                 ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 85])
                 jpeg = buf.tobytes() if ok else None
-            log.info("alert: %s track %d (%s %.2f), face %.0f%% of frame width", ev.type,
-                     ev.track_id, ev.label, ev.label_score, 100 * ev.face_width_frac)
-            sinks.event(ev, jpeg)
+            sinks.event(ev, jpeg)  # queued (and synced) by the first sink before anything says so
+            log.info("alert %s: %s track %d (%s %.2f), face %.0f%% of frame width", ev.id,
+                     ev.type, ev.track_id, ev.label, ev.label_score, 100 * ev.face_width_frac)
             stats.events.append(ev)
         sinks.frame(frame, tracked)
         t5 = time.perf_counter()

@@ -12,6 +12,38 @@ def _line(ok: bool | None, what: str, detail: str) -> bool:
     return ok is not False
 
 
+def check_state_dir(cfg) -> bool:
+    """The folder of the event queue: there, writable, synced, with room."""
+    if not cfg.mqtt.url:
+        return _line(None, "state", "no broker configured (mqtt.url): no event queue on disk")
+    import os
+
+    from edge.config import state_dir
+    from edge.outbox import ENTRY
+    folder = state_dir(cfg) / "outbox"
+    probe = folder / ".check.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as fh:
+            fh.write(b"{}")
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+        st = os.statvfs(folder)
+    except OSError as exc:
+        try:
+            probe.unlink(missing_ok=True)
+        except OSError:
+            pass
+        return _line(False, "state", f"event queue folder {folder}: {exc.strerror or exc}; "
+                     "free space on it, make it writable by the service's user, or set "
+                     "service.state_dir (events are then kept in memory only)")
+    free_mb = st.f_bavail * st.f_frsize / 2**20
+    queued = sum(1 for name in os.listdir(folder) if ENTRY.match(name))
+    return _line(True, "state", f"event queue folder {folder} is writable ({free_mb:.0f} MB "
+                 f"free, {queued} event(s) queued)")
+
+
 def run_checks(cfg) -> int:
     ok = True
     det = None
@@ -48,6 +80,7 @@ def run_checks(cfg) -> int:
                         "reachable from here?")
     else:
         _line(None, "broker", "none configured (mqtt.url); events go to stdout")
+    ok &= check_state_dir(cfg)
     if cfg.gpio.enabled:
         from edge.pins import DoorSignals
         sig = DoorSignals(cfg.gpio)

@@ -236,10 +236,13 @@ class MqttSink:
                 log.debug("offline not confirmed: %s", exc)
         self.client.disconnect()
         self.client.loop_stop()
-        left = len(self.outbox)
-        if left:
-            log.warning("%d event(s) still queued in %s; they are sent at the next start", left,
-                        self.outbox.folder)
+        left, lost = len(self.outbox), self.outbox.in_memory
+        if left > lost:
+            log.warning("%d event(s) still queued in %s; they are sent at the next start",
+                        left - lost, self.outbox.folder)
+        if lost:
+            log.error("%d event(s) held in memory because %s could not be written are lost",
+                      lost, self.outbox.folder)
 
 
 class StdoutSink:

@@ -60,22 +60,23 @@ def build_models(cfg):
 
 
 def build_sinks(cfg, device_id: str):
+    """The sinks in the order the door loop must call them: the one that keeps each event (the
+    MQTT outbox, synced to disk, or stdout) first, then the LED and buzzer."""
     from edge.outbox import Outbox
     from edge.pins import DoorSignals
-    sinks = [DoorSignals(cfg.gpio)]
     if cfg.mqtt.url:
         from edge.mqtt import MqttSink
+        # never raises: a state folder that cannot be used leaves the queue in memory, logged
         outbox = Outbox(configuration.state_dir(cfg) / "outbox", cfg.mqtt.queue_max)
-        mq = MqttSink(cfg.mqtt, device_id, outbox)
+        keeper = MqttSink(cfg.mqtt, device_id, outbox)
         if len(outbox):
             log.info("%d event(s) queued from an earlier run will be sent", len(outbox))
-        mq.start()
-        sinks.append(mq)
+        keeper.start()
     else:
         from edge.mqtt import StdoutSink
         log.info("no MQTT broker configured (mqtt.url): events go to stdout as JSON lines")
-        sinks.append(StdoutSink())
-    return sinks
+        keeper = StdoutSink()
+    return [keeper, DoorSignals(cfg.gpio)]
 
 
 def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None) -> int:

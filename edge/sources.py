@@ -23,6 +23,11 @@ from edge.types import Frame
 log = logging.getLogger(__name__)
 
 DEMO_CLIP = Path(__file__).resolve().parent / "data" / "demo_door.mp4"
+# A camera call (read or reopen) pending this long is stuck in its driver, where no thread can
+# interrupt it: only a restart helps. Twice OpenCV's own 30 s network read timeout, so a stalled
+# stream times out and is reopened long before.
+HUNG_CAMERA_S = 60.0
+SLOW_CAMERA_S = 10.0  # a pending call this long is worth a warning
 
 
 class FrameSource:
@@ -265,12 +270,18 @@ class LatestFrameGrabber:
     ``get()`` returns the newest frame not yet handed out (waiting up to ``timeout``), so the
     loop never works on a stale frame; frames overwritten unseen are counted in ``dropped``.
     A read failure closes the source and reopens it with exponential back-off (up to
-    ``reopen_max_s``), logging once per outage. File sources paced at their fps behave the
-    same way (``camera.realtime``), and end with ``None``.
+    ``reopen_max_s``), logging once per outage. A read or reopen still pending after ``hung_s``
+    makes :attr:`hung` true (logged once), so the door loop stops feeding the service watchdog
+    and systemd restarts the service. File sources paced at their fps behave the same way
+    (``camera.realtime``), and end with ``None``.
     """
 
-    def __init__(self, source: FrameSource, reopen_max_s: float = 30.0, loop: bool = False):
+    def __init__(self, source: FrameSource, reopen_max_s: float = 30.0, loop: bool = False,
+                 hung_s: float = HUNG_CAMERA_S):
         self.source = source
+        self.hung_s = hung_s
+        self._busy_since: float | None = None  # when the pending camera call began
+        self._stall_said = 0  # 1: said it is slow, 2: said it is hung
         self.reopen_max_s = reopen_max_s
         self.loop = loop
         self.dropped = 0
@@ -293,11 +304,14 @@ class LatestFrameGrabber:
         period = 1.0 / self.source.fps
         next_t = time.monotonic()
         while not self._stop.is_set():
+            self._busy_since = time.monotonic()
             try:
                 image = self.source.read()
             except Exception as exc:  # a driver error is an outage like any other
                 log.debug("read failed: %s", exc)
                 image = None
+            finally:
+                self._busy_since = None
             if image is None and not self.source.live:
                 if self.loop:
                     self.source.close()
@@ -316,12 +330,18 @@ class LatestFrameGrabber:
                 if self._stop.wait(backoff):
                     return
                 backoff = min(backoff * 2, self.reopen_max_s)
+                self._busy_since = time.monotonic()
                 try:
                     self.source.open()
                     self.reopens += 1
                 except Exception as exc:
                     log.debug("reopen failed: %s", exc)
+                finally:
+                    self._busy_since = None
                 continue
+            if self._stall_said:
+                log.warning("camera %s is delivering frames again", self.source.name)
+                self._stall_said = 0
             if self.outage:
                 log.warning("camera %s is back", self.source.name)
                 self.outage, backoff = False, 0.5
@@ -352,6 +372,30 @@ class LatestFrameGrabber:
     @property
     def ended(self) -> bool:
         return self._ended and self._slot is None
+
+    @property
+    def hung(self) -> bool:
+        """True when no frame can come without a restart: a camera call stuck for ``hung_s``,
+        or the capture thread gone. A camera that is slow or being reopened is not hung."""
+        if not self._thread.is_alive() and not self._ended and self._thread.ident is not None:
+            if self._stall_said < 2 and not self._stop.is_set():
+                self._stall_said = 2
+                log.error("camera %s: the capture thread has stopped; the service watchdog "
+                          "restarts maskdoor", self.source.name)
+            return True
+        since = self._busy_since
+        pending = time.monotonic() - since if since is not None else 0.0
+        if pending >= self.hung_s and self._stall_said < 2:
+            self._stall_said = 2
+            log.error("camera %s: a call into its driver has been stuck for %.0f s and cannot "
+                      "be interrupted; the service watchdog restarts maskdoor (without systemd, "
+                      "restart it by hand)", self.source.name, pending)
+        elif pending >= min(SLOW_CAMERA_S, self.hung_s / 2) and self._stall_said < 1:
+            self._stall_said = 1
+            log.warning("camera %s has given no frame for %.0f s (its driver has not returned); "
+                        "waiting, and restarting the service if it is still stuck after %.0f s",
+                        self.source.name, pending, self.hung_s)
+        return pending >= self.hung_s
 
     def stop(self):
         self._stop.set()
