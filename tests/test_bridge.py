@@ -105,20 +105,26 @@ def test_every_alert_of_five_doors_reaches_the_centre_once_in_order(broker, tmp_
                                  "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
     doors = [start_door(n, site.url, tmp_path) for n in range(1, DOORS + 1)]
-    logs = [""] * DOORS
+    logs: list[list[str]] = [[] for _ in range(DOORS)]
     readers = []
     for i, p in enumerate(doors):
-        def read(i=i, p=p):
-            logs[i] = p.stderr.read()
-        t = threading.Thread(target=read, daemon=True)
+        t = threading.Thread(target=lambda i=i, p=p: logs[i].extend(p.stderr), daemon=True)
         t.start()
         readers.append(t)
+
+    def every_door_warned(times: int, timeout: float = 300) -> None:
+        """Wait until each door has logged ``times`` alerts (the machine's speed sets the pace)."""
+        deadline = time.time() + timeout
+        while min(sum(" alert " in line for line in log) for log in logs) < times:
+            assert time.time() < deadline, f"doors did not warn {times} times in {timeout} s"
+            time.sleep(0.5)
+
     try:
-        time.sleep(15)
+        every_door_warned(1)
         restart(central)          # the central broker goes away and comes back
-        time.sleep(12)
+        every_door_warned(2)
         restart(site)             # so does the site broker, and the bridge with it
-        time.sleep(15)
+        every_door_warned(3)
     finally:
         for p in doors:
             p.send_signal(signal.SIGTERM)
@@ -126,6 +132,7 @@ def test_every_alert_of_five_doors_reaches_the_centre_once_in_order(broker, tmp_
             p.wait(timeout=60)
         for t in readers:
             t.join(timeout=10)
+    logs = ["".join(log) for log in logs]
     assert all(p.returncode == 0 for p in doors), [log[-1500:] for log in logs]
     # the door logs each alert with its id once the alert is safely queued on disk
     raised = {f"door{i + 1}": re.findall(r" alert ([0-9a-f-]{36}): ", log)
