@@ -95,8 +95,9 @@ def draw(image, faces, threshold: float):
         text = f"#{t.track_id} {verdict} {100 * t.width_frac:.0f}%" + (" close" if close else "")
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         ty = y1 - 4 if y1 - th - 6 >= 0 else y2 + th + 4
-        cv2.rectangle(out, (x1, ty - th - 3), (x1 + tw + 4, ty + base - 1), colour, -1)
-        cv2.putText(out, text, (x1 + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
+        tx = max(0, min(x1, w - tw - 4))
+        cv2.rectangle(out, (tx, ty - th - 3), (tx + tw + 4, ty + base - 1), colour, -1)
+        cv2.putText(out, text, (tx + 2, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     (255, 255, 255), 1, cv2.LINE_AA)
     bar = int(round(threshold * w))
     y = h - 6 * thick

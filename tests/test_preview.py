@@ -240,12 +240,13 @@ def test_status_reads_the_other_sinks_and_keeps_the_last_alerts(broker, tmp_path
 
 
 # --- a real `maskdoor run --preview` -------------------------------------------------------------
-def start_door(tmp_path, preview_flag, password="", extra_env=None):
+def start_door(tmp_path, preview_flag, password="", more_config=""):
+    """`maskdoor run` on the looping demo clip, paced like a camera, with the live view."""
     conf = tmp_path / "door.toml"
     conf.write_text("[camera]\nsource = 'demo'\nloop = true\nrealtime = true\n"
                     f"[service]\nstate_dir = '{tmp_path / 'state'}'\n"
-                    f"[preview]\npassword = '{password}'\n")
-    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock", **(extra_env or {})}
+                    f"[preview]\npassword = '{password}'\n" + more_config)
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
     return subprocess.Popen([EXE, "run", "--config", str(conf), "--preview", preview_flag],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
