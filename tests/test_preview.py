@@ -311,3 +311,16 @@ def test_maskdoor_run_refuses_an_open_view_without_password(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert "preview.password" in err and "Traceback" not in err
+
+
+def test_bench_measures_the_loop_with_the_view_off_idle_and_watched():
+    from edge.bench import _view_loop_fps
+    from models import classifier_path, detector_path
+    r = _view_loop_fps("demo", str(detector_path("door")), str(classifier_path("single")), 40)
+    assert r["view off"]["encoded_frames"] == 0 and r["view on, idle"]["encoded_frames"] == 0
+    watched = r["view on, one viewer"]
+    assert watched["encoded_frames"] > 0 and watched["bytes_sent"] > 0, "the viewer got pictures"
+    assert all(r[k]["fps"] > 0 and r[k]["cpu_ms_per_frame"] > 0
+               for k in ("view off", "view on, idle", "view on, one viewer"))
+    assert r["one viewer, cpu ms per frame"] == round(
+        watched["cpu_ms_per_frame"] - r["view off"]["cpu_ms_per_frame"], 2)
