@@ -192,11 +192,12 @@ class LiveView:
         self._viewers = 0
         self._viewers_lock = threading.Lock()
         self._stop = threading.Event()
-        page = resources.files("edge").joinpath("data/preview.html").read_bytes()
-        self.page = page
+        self._probed = (-math.inf, "")
+        self.page = resources.files("edge").joinpath("data/preview.html").read_bytes()
         try:
-            self.server = ThreadingHTTPServer((self.host, port if port is not None else pcfg.port),
-                                              _handler_for(self))
+            server = _Server6 if ":" in self.host else ThreadingHTTPServer
+            self.server = server((self.host, port if port is not None else pcfg.port),
+                                 _handler_for(self))
         except OSError as exc:
             raise ConfigError(f"preview: cannot listen on {self.host}:{pcfg.port} "
                               f"({exc.strerror}); choose another preview.port or preview.bind"
@@ -346,9 +347,9 @@ class LiveView:
         connected = bool(getattr(mq, "connected", False))
         out = {"state": "connected" if connected else "unreachable", "broker": where}
         if not connected:
-            why = getattr(mq, "last_error", None) or getattr(mq, "reason", None)
-            out["detail"] = str(why) if why else f"no connection to {where}; events are kept " \
-                "and sent on reconnection"
+            why = getattr(mq, "last_error", None) or getattr(mq, "reason", None) or \
+                self._probe(getattr(mq, "host", None), getattr(mq, "port", None))
+            out["detail"] = f"{why}; events are kept and sent on reconnection"
         try:
             out["queued"] = len(mq.outbox)
             out["dropped"] = getattr(mq.outbox, "dropped", None)
@@ -357,6 +358,19 @@ class LiveView:
             out["detail"] = out.get("detail") or f"queue unreadable: {exc}"
         out["sent"] = getattr(mq, "sent", None)
         return out
+
+    def _probe(self, host, port) -> str:
+        """Why the broker cannot be reached, by trying it from here (at most every 5 s)."""
+        now = time.monotonic()
+        if now - self._probed[0] < 5.0:
+            return self._probed[1]
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                why = f"{host}:{port} accepts connections but the MQTT session is down"
+        except (OSError, TypeError) as exc:
+            why = f"cannot connect to {host}:{port} ({getattr(exc, 'strerror', None) or exc})"
+        self._probed = (now, why)
+        return why
 
     def _pins(self) -> dict:
         signals = next((s for s in self.sinks if hasattr(s, "masked_nearby")), None)
@@ -375,6 +389,10 @@ class LiveView:
                 active = None
             out[name] = {"pin": pins[name] if pins[name] >= 0 else None, "active": active}
         return out
+
+
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _cpu_temperature():

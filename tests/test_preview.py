@@ -70,6 +70,9 @@ def test_any_address_but_loopback_needs_a_password():
         view_for(**{"preview.bind": "0.0.0.0"})
     v = view_for("s3cret", **{"preview.bind": "0.0.0.0"})
     v.close()
+    v = view_for(**{"preview.bind": "::1"})
+    assert v.url == f"http://[::1]:{v.port}/"
+    v.close()
 
 
 def test_suggested_line_warns_at_the_face_read():
@@ -232,7 +235,7 @@ def test_status_reads_the_other_sinks_and_keeps_the_last_alerts(broker, tmp_path
         mq.on_event(ev)
         s = json.loads(get(v, "/status.json")[2])
         assert s["broker"]["state"] == "unreachable" and s["broker"]["queued"] == 1
-        assert s["broker"]["detail"]
+        assert s["broker"]["detail"].startswith(f"cannot connect to 127.0.0.1:{broker.port}")
     finally:
         v.close()
         mq.close(flush_s=0)
@@ -322,5 +325,6 @@ def test_bench_measures_the_loop_with_the_view_off_idle_and_watched():
     assert watched["encoded_frames"] > 0 and watched["bytes_sent"] > 0, "the viewer got pictures"
     assert all(r[k]["fps"] > 0 and r[k]["cpu_ms_per_frame"] > 0
                for k in ("view off", "view on, idle", "view on, one viewer"))
+    assert r["hand_off_us"] > 0 and r["encode_ms"] > 0
     assert r["one viewer, cpu ms per frame"] == round(
         watched["cpu_ms_per_frame"] - r["view off"]["cpu_ms_per_frame"], 2)
