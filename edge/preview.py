@@ -158,10 +158,9 @@ class LiveView:
     ``close``). ``watch`` tells it the other sinks and the loop's RunStats, whose state the
     status shows."""
 
-    def __init__(self, cfg, detector=None, classifier=None, host: str | None = None,
-                 port: int | None = None):
+    def __init__(self, cfg, detector=None, classifier=None, port: int | None = None):
         pcfg = cfg.preview
-        self.host = host or pcfg.bind
+        self.host = pcfg.bind
         check_access(self.host, pcfg.password)
         self.fps = pcfg.fps
         self.quality = pcfg.jpeg_quality
@@ -199,9 +198,9 @@ class LiveView:
             self.server = server((self.host, port if port is not None else pcfg.port),
                                  _handler_for(self))
         except OSError as exc:
-            raise ConfigError(f"preview: cannot listen on {self.host}:{pcfg.port} "
-                              f"({exc.strerror}); choose another preview.port or preview.bind"
-                              ) from None
+            raise ConfigError(f"preview.port = {pcfg.port}, preview.bind = '{self.host}': "
+                              f"cannot listen there ({exc.strerror}); choose another port or "
+                              "address") from None
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="live-view",

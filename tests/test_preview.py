@@ -70,6 +70,11 @@ def test_any_address_but_loopback_needs_a_password():
         view_for(**{"preview.bind": "0.0.0.0"})
     v = view_for("s3cret", **{"preview.bind": "0.0.0.0"})
     v.close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ConfigError, match=r"preview.port = \d+, .*cannot listen there"):
+            LiveView(config.load(None, {"preview.port": taken.getsockname()[1]}))
     v = view_for(**{"preview.bind": "::1"})
     assert v.url == f"http://[::1]:{v.port}/"
     v.close()
