@@ -102,13 +102,14 @@ class SafeSinks:
 def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSinks,
                    max_frames: int | None = None, stop: threading.Event | None = None,
                    notifier=None, stats_interval_s: float = 0.0, snapshot: bool = False,
-                   on_frame=None, gate=None, detect_every: int = 1) -> RunStats:
+                   on_frame=None, gate=None, detect_every: int = 1,
+                   stats: RunStats | None = None) -> RunStats:
     """Run the door until the source ends, ``max_frames`` are done, or ``stop`` is set.
 
     The detector and classifier run on every ``detect_every``-th frame; on the frames between,
     the tracker carries the faces on at their measured speed. With a ``gate``
     (edge.motion.MotionGate), frames where nothing moved keep the last faces where they are."""
-    stats = RunStats()
+    stats = stats if stats is not None else RunStats()  # one given is read by the live view
     stop = stop or threading.Event()
     next_stats = time.monotonic() + stats_interval_s if stats_interval_s else None
     while not stop.is_set() and (max_frames is None or stats.frames < max_frames):

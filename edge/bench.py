@@ -129,6 +129,93 @@ def _loop_fps(source: str, model: str, classifier: str, threads: int, frames: in
     return stats.summary()
 
 
+def _view_loop_fps(source: str, model: str, classifier: str, frames: int) -> dict:
+    """Frames/s of the door loop with the live view off, on and idle, and on with one viewer
+    pulling its MJPEG stream (the view annotates and encodes on its server's threads)."""
+    import io
+    import threading
+    import urllib.request
+
+    import cv2
+
+    from edge import config
+    from edge.app import SafeSinks, process_frames
+    from edge.motion import gate_for
+    from edge.mqtt import StdoutSink
+    from edge.policy import DoorPolicy
+    from edge.preview import LiveView
+    from edge.runner import build_models
+    from edge.sources import open_source, reader_for
+    from edge.tracker import IoUTracker
+
+    cfg = config.load(None, {"camera.source": source, "detector.model": model,
+                             "classifier.model": classifier, "preview.port": 0})
+    det, cls = build_models(cfg)
+
+    def loop(n: int, view=None):
+        reader = reader_for(open_source(cfg.camera), cfg.camera).start()
+        try:
+            return process_frames(reader, det, cls, IoUTracker(), DoorPolicy("bench"),
+                                  SafeSinks([StdoutSink(io.StringIO())] + ([view] if view else [])),
+                                  max_frames=n, gate=gate_for(cfg.detector)).summary()
+        finally:
+            reader.stop()
+
+    def watch(url: str, pulled: list) -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as stream:
+                while chunk := stream.read(65536):
+                    pulled[0] += len(chunk)
+        except OSError:
+            pass  # the view closed
+
+    app_log = logging.getLogger("edge.app")
+    level = app_log.level
+    app_log.setLevel(logging.WARNING)
+    out = {}
+    try:
+        loop(30)  # warm-up
+        for name in ("view off", "view on, idle", "view on, one viewer"):
+            view = None if name == "view off" else LiveView(cfg, det, cls, port=0).start()
+            pulled = [0]
+            viewer = None
+            if name.endswith("viewer"):
+                viewer = threading.Thread(target=watch, args=(f"{view.url}stream.mjpg", pulled))
+                viewer.start()
+            cpu = time.process_time()
+            try:
+                r = loop(frames, view)
+                cpu = time.process_time() - cpu  # all threads: the view's encodes count too
+            finally:
+                if view is not None:
+                    view.close()
+                if viewer is not None:
+                    viewer.join(timeout=30)
+            out[name] = {"fps": r["fps"], "cpu_ms_per_frame": round(1000 * cpu / r["frames"], 2),
+                         "encoded_frames": view.encoded if view else 0, "bytes_sent": pulled[0]}
+    finally:
+        app_log.setLevel(level)
+    out["one viewer, cpu ms per frame"] = round(out["view on, one viewer"]["cpu_ms_per_frame"] -
+                                                out["view off"]["cpu_ms_per_frame"], 2)
+    # the same costs timed alone, steadier than the differences above on a busy machine
+    from edge.preview import draw
+    from edge.types import Frame
+    images = _frames(source, 30)
+    view = LiveView(cfg, det, cls, port=0)
+    try:
+        frame = Frame(images[0], 0, 0.0)
+        t0 = time.perf_counter()
+        for _ in range(10000):
+            view.on_frame(frame, [])
+        out["hand_off_us"] = round((time.perf_counter() - t0) / 10000 * 1e6, 2)
+        out["encode_ms"] = _time(lambda img: cv2.imencode(
+            ".jpg", draw(img, [], cfg.policy.min_face_width_frac),
+            [cv2.IMWRITE_JPEG_QUALITY, cfg.preview.jpeg_quality]), images)["median_ms"]
+    finally:
+        view.close()
+    return out
+
+
 def _run_subprocess(source: str, model: str, classifier: str, frames: int) -> dict:
     """Start-up time and peak memory of a real `maskdoor run` (its own process)."""
     import os
@@ -219,6 +306,7 @@ def run_bench(args) -> int:
                       "1 thread, detector every 2nd frame": _loop_fps(args.source, model, mc, 1,
                                                                       args.frames, every=2)}
     report["empty_scene_15fps_percent_of_one_core"] = _empty_scene_cpu(det, cls, frames[0])
+    report["live_view"] = _view_loop_fps(args.source, model, mc, args.frames)
     report["process"] = _run_subprocess(args.source, model, mc, args.frames)
     weights = args.peers or find_weights_dir(Path.cwd(), Path(__file__).resolve().parent)
     peers = {}
@@ -258,6 +346,14 @@ def run_bench(args) -> int:
               ", ".join(f"{k} {v:.2f}" for k, v in r["stage_ms"].items()))
     print("empty scene at 15 frames/s, share of one core: " + ", ".join(
         f"{k} {v:.1f}%" for k, v in report["empty_scene_15fps_percent_of_one_core"].items()))
+    v = report["live_view"]
+    print("whole loop with the live view, 1 thread: " + ", ".join(
+        f"{k} {r['fps']:.1f} frames/s" for k, r in v.items() if isinstance(r, dict)) +
+        f"; CPU ms per frame " + ", ".join(
+            f"{k} {r['cpu_ms_per_frame']:.1f}" for k, r in v.items() if isinstance(r, dict)) +
+        f" ({v['view on, one viewer']['encoded_frames']} frames encoded for the viewer); "
+        f"timed alone: hand-off {v['hand_off_us']:.1f} us a loop frame, annotate and encode "
+        f"{v['encode_ms']:.1f} ms a view frame")
     p = report["process"]
     if "error" in p:
         print(f"maskdoor run: {p['error']}")

@@ -108,6 +108,12 @@ def cmd_run(args) -> int:
         overrides["mqtt.url"] = args.mqtt
     if args.device_id:
         overrides["mqtt.device_id"] = args.device_id
+    if args.preview:  # the live view
+        from edge.preview import parse_address
+        host, port = parse_address(args.preview)
+        overrides.update({"preview.enabled": True, "preview.port": port})
+        if host:
+            overrides["preview.bind"] = host
     path = args.config
     if path is None and configuration.DEFAULT_PATH.is_file():
         path = configuration.DEFAULT_PATH
@@ -147,6 +153,9 @@ def cmd_check(args) -> int:
     overrides = {"camera.source": args.source} if args.source else {}
     if args.mqtt:
         overrides["mqtt.url"] = args.mqtt
+    if args.signals:
+        from edge.signals_check import check_signals
+        return check_signals(configuration.load(path, overrides).gpio)
     return run_checks(configuration.load(path, overrides))
 
 
@@ -189,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mqtt", metavar="URL", help="broker, mqtt://HOST:PORT")
     r.add_argument("--device-id", help="device id in topics (default: hostname)")
     r.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    r.add_argument("--preview", metavar="[HOST:]PORT",
+                   help="serve the live view (to aim the camera and tune the distance) on PORT "
+                   "of HOST (default 127.0.0.1; any other address needs preview.password)")
     r.set_defaults(func=cmd_run)
 
     a = sub.add_parser("alerts", help="follow every door's alerts on a broker (each printed once, "
@@ -225,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--config", type=Path, default=None)
     k.add_argument("--source", help="camera source to check instead of the config's")
     k.add_argument("--mqtt", metavar="URL", help="broker to check instead of the config's")
+    k.add_argument("--signals", action="store_true",
+                   help="only light the LEDs and sound the buzzer, once each, saying which first")
     k.set_defaults(func=cmd_check)
     return ap
 

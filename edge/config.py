@@ -127,6 +127,17 @@ SCHEMA: dict[str, Section] = {
         "queue_max": Field(1000, int, "events kept on disk while the broker is away; the oldest "
                            "beyond this are dropped and counted", 1, 1000000),
     }),
+    "preview": Section("The live view: a web page to aim the camera and tune the distance.", {
+        "enabled": Field(False, bool, "serve the live view (it shows the camera live)"),
+        "bind": Field("127.0.0.1", str, "address to listen on; any but 127.0.0.1 needs a "
+                      "password (or keep it and use ssh -L 8080:127.0.0.1:8080)"),
+        "port": Field(8080, int, "TCP port (0: any free one, logged)", 0, 65535),
+        "password": Field("", str, "HTTP Basic password, any user name (empty: loopback only)"),
+        "fps": Field(4.0, float, "frames a second sent to viewers", 0.2, 30),
+        "jpeg_quality": Field(70, int, "JPEG quality of the view", 10, 100),
+        "max_viewers": Field(3, int, "streams open at once (they share one encode a frame)",
+                             1, 20),
+    }),
     "service": Section("Running as a service.", {
         "state_dir": Field("", str, "where the event queue lives (empty: $STATE_DIRECTORY, else "
                            "$XDG_STATE_HOME/maskdoor, else ~/.local/state/maskdoor)"),

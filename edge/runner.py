@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from edge import config as configuration
-from edge.app import SafeSinks, process_frames
+from edge.app import RunStats, SafeSinks, process_frames
 from edge.sdnotify import Notifier
 
 log = logging.getLogger("maskdoor.run")
@@ -96,9 +96,15 @@ def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     detector, classifier = build_models(cfg)
+    from edge.preview import for_run as live_view_for
+    view = live_view_for(cfg, detector, classifier)  # bound before any thread starts
     source = open_source(cfg.camera, lores=detector.input_hw)
     reader = reader_for(source, cfg.camera).start()
-    sinks = SafeSinks(build_sinks(cfg, device_id))
+    sinks = SafeSinks(build_sinks(cfg, device_id) + ([view] if view else []))
+    run_stats = RunStats()
+    if view:
+        view.watch(sinks.sinks, run_stats)
+        view.start()
     try:
         tracker = IoUTracker(cfg.tracker.iou, cfg.tracker.max_missed, cfg.tracker.votes)
         policy = DoorPolicy(device_id, cfg.policy.min_face_width_frac, cfg.policy.unmasked_frames,
@@ -110,7 +116,7 @@ def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None)
                                max_frames=max_frames, stop=stop, notifier=notifier,
                                stats_interval_s=cfg.mqtt.stats_interval_s,
                                snapshot=cfg.mqtt.snapshot, gate=gate_for(cfg.detector),
-                               detect_every=cfg.detector.every)
+                               detect_every=cfg.detector.every, stats=run_stats)
         summary = stats.summary(getattr(reader, "dropped", 0))
         log.info("stopped after %d frames (%.1f fps), %d alert(s), %d dropped frame(s)",
                  summary["frames"], summary["fps"], summary["events"], summary["dropped_frames"])
