@@ -65,7 +65,7 @@ def test_bad_files_are_named_others_still_processed(tmp_path, capsys):
     assert "corrupt.jpg: not a readable image" in err
     assert "notes.txt: not a readable image" in err
     assert "missing.png: no such file" in err
-    assert "3 file(s) could not be read" in err
+    assert "3 file(s) or folder(s) failed (named above)" in err
 
 
 def test_out_writes_annotated_copies(tmp_path, capsys):
