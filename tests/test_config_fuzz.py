@@ -54,13 +54,19 @@ def values(field: config.Field | None):
     if field is not None:
         own.append(st.just(config._toml(field.default)))
         if field.kind is int:
-            own.append(st.integers(-2**70, 2**70).map(str))
+            edges = [field.minimum - 1, field.minimum, field.maximum, field.maximum + 1]
+            own += [st.integers(-2**70, 2**70).map(str),
+                    st.sampled_from([*edges, -1, 17, 27]).map(str)]  # 17, 27: the default pins
         elif field.kind is float:
+            own.append(st.sampled_from(["nan", "-nan", "inf", "-inf", "1e400",
+                                        repr(field.maximum * 1.5 + 1)]))
             own.append(st.floats(allow_nan=True, allow_infinity=True).map(
                 lambda f: "nan" if math.isnan(f) else ("inf" if f > 0 else "-inf")
                 if math.isinf(f) else repr(f)))
         elif field.choices or field.models:
             own.append(st.sampled_from(field.choices or field.models).map(toml_string))
+        elif field.kind is str:
+            own.append(st.sampled_from(ODD_STRINGS).map(toml_string))
     return st.one_of(*own, st.sampled_from(NUMBERS), st.sampled_from(OTHERS),
                      st.sampled_from(ODD_STRINGS).map(toml_string),
                      st.text(max_size=30).map(toml_string))
@@ -69,8 +75,20 @@ def values(field: config.Field | None):
 NAMES = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20)
 
 
+KEYS = [(s, k) for s, section in config.SCHEMA.items() for k in section.fields]
+
+
 @st.composite
-def documents(draw) -> bytes:
+def one_key(draw) -> bytes:
+    """One key with a mutated value, the rest left at their defaults: each check on its own."""
+    sname, key = draw(st.sampled_from(KEYS))
+    value = (draw(st.sampled_from(PASSWORDS)) if key == "password" else
+             draw(values(config.SCHEMA[sname].fields[key])))
+    return f"[{sname}]\n{key} = {value}\n".encode()
+
+
+@st.composite
+def many_keys(draw) -> bytes:
     lines = []
     for sname in draw(st.lists(st.sampled_from([*config.SCHEMA, None]), max_size=5, unique=True)):
         if sname is None:  # an unknown section, or a known one written as a value
@@ -98,6 +116,29 @@ def documents(draw) -> bytes:
     elif mutation == "bom":
         text = b"\xef\xbb\xbf" + text
     return text
+
+
+@st.composite
+def related_keys(draw) -> bytes:
+    """The keys checked against each other (pins, broker, credentials, topics), each drawn from
+    a few values that are good alone."""
+    pins = [draw(st.sampled_from(["-1", "17", "22", "27"])) for _ in range(3)]
+    pick = {"url": ["", "mqtt://127.0.0.1", "mqtts://127.0.0.1:8883", "127.0.0.1:1883"],
+            "username": ["", "door"], "password": ["", PASSWORD],
+            "password_file": ["", "/etc/hostname"], "ca_certs": ["", "/etc/hostname"],
+            "prefix": ["maskdoor", "home/door", "a+b", "a/#", "/x", "x/", "$SYS", "a b"],
+            "device_id": ["", "door-1", "front/door", "front door", "d\u0000", "ü", "#"],
+            "discovery_prefix": ["homeassistant", "ha/x", "+", "ha//x"]}
+    mqtt = [f'{k} = "{draw(st.sampled_from(v))}"' for k, v in pick.items()
+            if draw(st.booleans())]  # a key left out keeps its (good) default
+    state = draw(st.sampled_from(["", "/var/lib/maskdoor", "/proc/x", "/etc/hostname/x", "x"]))
+    return ("[gpio]\n" + "\n".join(f"{k} = {v}" for k, v in
+                                   zip(("red_led", "buzzer", "green_led"), pins)) +
+            "\n[mqtt]\n" + "\n".join(mqtt) + f'\n[service]\nstate_dir = "{state}"\n').encode()
+
+
+def documents():
+    return st.one_of(one_key(), many_keys(), related_keys())
 
 
 def keeps_every_rule(cfg) -> None:
@@ -141,6 +182,12 @@ def in_a_file(text: bytes, check) -> None:
         path = Path(folder) / "config.toml"
         path.write_bytes(text)
         check(path)
+
+
+@FUZZ
+@given(one_key())
+def test_any_one_key_is_valid_or_one_clear_error(text):
+    in_a_file(text, load_or_refuse)
 
 
 @FUZZ
