@@ -39,8 +39,10 @@ def read_image(path: Path) -> np.ndarray:
         data = np.fromfile(path, np.uint8)
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror})") from exc
+    if not data.size:
+        raise ImageError(f"{path}: empty file (0 bytes); skipped")
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as exc:
         if "MAX_IMAGE_PIXELS" in str(exc):
             raise ImageError(f"{path}: declares more pixels than can be decoded (over 2^30); "
