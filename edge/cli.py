@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from edge import __version__
 from edge.errors import ImageError, MaskdoorError
 
@@ -136,10 +135,11 @@ def load_config(args, path: Path | None = None):
     path = path or args.config
     if path is None and configuration.DEFAULT_PATH.is_file():
         path = configuration.DEFAULT_PATH
-    given = {dotted: (getattr(args, dest), flag) for dest, (dotted, flag) in OVERRIDES.items()
-             if getattr(args, dest, None) is not None}
-    return configuration.load(path, {k: v for k, (v, _) in given.items()},
-                              {k: flag for k, (_, flag) in given.items()})
+    overrides, labels = {}, {}
+    for dest, (key, flag) in OVERRIDES.items():
+        if getattr(args, dest, None) is not None:
+            overrides[key], labels[key] = getattr(args, dest), flag
+    return configuration.load(path, overrides, labels)
 
 
 def cmd_run(args) -> int:

@@ -151,7 +151,7 @@ def _camera_source(value: str) -> str | None:
             return f"a URL cannot hold spaces or control characters; {CAMERA_FIX}"
         try:
             url = urlsplit(src)
-            url.port  # noqa: B018 (parsing the port is the check)
+            _ = url.port  # a port that is not a number in 0-65535 raises ValueError
         except ValueError as exc:
             return f"not a valid URL ({exc}); {CAMERA_FIX}"
         if url.scheme not in CAMERA_SCHEMES:

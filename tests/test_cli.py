@@ -152,12 +152,14 @@ def test_odd_images_are_named_and_the_rest_still_processed(tmp_path):
     jpeg = FIXTURE_IMAGES[1].read_bytes()
     bad = {"huge.png": (png_declaring(100_000, 100_000), "declares more pixels than can be "
                         "decoded"),
-           "huge.jpg": (jpeg_declaring(60_000, 60_000), "declares more pixels than can be decoded"),
+           "huge.jpg": (jpeg_declaring(60_000, 60_000), "declares more pixels than can be "
+                        "decoded"),
            "zero.jpg": (b"", "empty file (0 bytes)"),
            "truncated.jpg": (jpeg[:len(jpeg) // 2], "not a readable image")}
     for name, (data, _) in bad.items():
         (folder / name).write_bytes(data)
-    r = subprocess.run([str(Path(sys.executable).parent / "maskdoor"), "detect", "--json", "--model", "door", "--classifier", "single",
+    exe = str(Path(sys.executable).parent / "maskdoor")
+    r = subprocess.run([exe, "detect", "--json", "--model", "door", "--classifier", "single",
                         str(folder), str(folder / "x.jpg"), str(tmp_path / "empty"),
                         "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
