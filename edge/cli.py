@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
-
-import cv2
 
 from edge import __version__
 from edge.errors import ImageError, MaskdoorError
@@ -48,48 +47,74 @@ def _detector(args):
                         edgetpu=args.edgetpu)
 
 
+def _output_folder(out: Path) -> None:
+    """Make ``--out`` before any work is done, or say why it cannot be."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise MaskdoorError(f"--out {out}: a file of that name is in the way; name a folder") \
+            from None
+    except OSError as exc:
+        raise MaskdoorError(f"--out {out}: the folder cannot be made ({exc.strerror}); name a "
+                            "folder you can write to") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise MaskdoorError(f"--out {out}: the folder is not writable; name a folder you can "
+                            "write to")
+
+
+def _detect_one(path: Path, args, detector, classifier, written: set[str]) -> None:
+    """Find (and classify) the faces in one image, print them, and write its annotated copy;
+    ImageError if the image cannot be read or the copy cannot be written."""
+    from edge.images import annotate, read_image, save_image
+    image = read_image(path)
+    t0 = time.perf_counter()
+    faces = detector.detect(image)
+    if classifier is not None and faces:
+        faces = classifier.classify(image, faces)
+    ms = (time.perf_counter() - t0) * 1000
+    if args.json:
+        print(json.dumps({"image": str(path), "width": image.shape[1],
+                          "height": image.shape[0], "ms": round(ms, 2),
+                          "faces": [f.to_json() for f in faces]}), flush=True)
+    else:
+        print(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''} ({ms:.1f} ms)")
+        for f in faces:
+            verdict = f" {f.label} {f.label_score:.2f}" if f.label else ""
+            print(f"  box {f.box.as_list(0)} score {f.score:.2f}{verdict}")
+    if args.out:
+        name = path.name
+        stem, n = path.stem, 1
+        while name in written:
+            name, n = f"{stem}_{n}{path.suffix}", n + 1
+        written.add(name)
+        save_image(args.out / name, annotate(image, faces))
+
+
 def cmd_detect(args) -> int:
-    from edge.images import annotate, expand_paths, read_image
     from edge.classifier import optional_classifier
+    from edge.images import image_files
+    if args.out:
+        _output_folder(args.out)
     detector = _detector(args)
     classifier = optional_classifier(args.classifier, args.threads, args.edgetpu)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
     failed = 0
     written: set[str] = set()
-    for path in expand_paths(args.paths):
+    for arg in args.paths:
         try:
-            image = read_image(path)
+            files = image_files(Path(arg))
         except ImageError as exc:
             print(f"maskdoor detect: {exc}", file=sys.stderr)
             failed += 1
             continue
-        t0 = time.perf_counter()
-        faces = detector.detect(image)
-        if classifier is not None and faces:
-            faces = classifier.classify(image, faces)
-        ms = (time.perf_counter() - t0) * 1000
-        if args.json:
-            print(json.dumps({"image": str(path), "width": image.shape[1],
-                              "height": image.shape[0], "ms": round(ms, 2),
-                              "faces": [f.to_json() for f in faces]}), flush=True)
-        else:
-            print(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''} ({ms:.1f} ms)")
-            for f in faces:
-                verdict = f" {f.label} {f.label_score:.2f}" if f.label else ""
-                print(f"  box {f.box.as_list(0)} score {f.score:.2f}{verdict}")
-        if args.out:
-            name = path.name
-            stem, n = path.stem, 1
-            while name in written:
-                name, n = f"{stem}_{n}{path.suffix}", n + 1
-            written.add(name)
-            target = args.out / name
-            if not cv2.imwrite(str(target), annotate(image, faces)):
-                target = target.with_suffix(".jpg")
-                cv2.imwrite(str(target), annotate(image, faces))
+        for path in files:
+            try:
+                _detect_one(path, args, detector, classifier, written)
+            except ImageError as exc:
+                print(f"maskdoor detect: {exc}", file=sys.stderr)
+                failed += 1
     if failed:
-        print(f"maskdoor detect: {failed} file(s) could not be read", file=sys.stderr)
+        print(f"maskdoor detect: {failed} file(s) or folder(s) failed (named above)",
+              file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -98,26 +123,35 @@ def cmd_eval(args) -> int:
     return run_eval(args)
 
 
-def cmd_run(args) -> int:
+# command-line flags that override a config key: argparse dest -> (key, flag)
+OVERRIDES = {"source": ("camera.source", "--source"), "mqtt": ("mqtt.url", "--mqtt"),
+             "device_id": ("mqtt.device_id", "--device-id")}
+
+
+def load_config(args, path: Path | None = None):
+    """The validated config of ``run``, ``check`` and ``config --check``: the file (``path``, else
+    --config, else the default file if it exists, else the defaults) with the flags over it."""
     from edge import config as configuration
-    from edge.runner import run
-    overrides = {}
-    if args.source:
-        overrides["camera.source"] = args.source
-    if args.mqtt:
-        overrides["mqtt.url"] = args.mqtt
-    if args.device_id:
-        overrides["mqtt.device_id"] = args.device_id
-    if args.preview:  # the live view
+    path = path or args.config
+    if path is None and configuration.DEFAULT_PATH.is_file():
+        path = configuration.DEFAULT_PATH
+    overrides, labels = {}, {}
+    for dest, (key, flag) in OVERRIDES.items():
+        if getattr(args, dest, None) is not None:
+            overrides[key], labels[key] = getattr(args, dest), flag
+    if getattr(args, "preview", None):  # the live view, for install time
         from edge.preview import parse_address
         host, port = parse_address(args.preview)
         overrides.update({"preview.enabled": True, "preview.port": port})
+        labels.update({"preview.enabled": "--preview", "preview.port": "--preview"})
         if host:
-            overrides["preview.bind"] = host
-    path = args.config
-    if path is None and configuration.DEFAULT_PATH.is_file():
-        path = configuration.DEFAULT_PATH
-    cfg = configuration.load(path, overrides)
+            overrides["preview.bind"], labels["preview.bind"] = host, "--preview"
+    return configuration.load(path, overrides, labels)
+
+
+def cmd_run(args) -> int:
+    from edge.runner import run
+    cfg = load_config(args)
     logging.getLogger().setLevel(cfg.service.log_level)
     return run(cfg, max_frames=args.max_frames)
 
@@ -128,7 +162,7 @@ def cmd_config(args) -> int:
         sys.stdout.write(configuration.default_toml())
         return 0
     path = args.check or args.config or configuration.DEFAULT_PATH
-    configuration.load(path)
+    load_config(args, path)
     print(f"{path}: valid")
     return 0
 
@@ -145,18 +179,12 @@ def cmd_bench(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from edge import config as configuration
     from edge.check import run_checks
-    path = args.config
-    if path is None and configuration.DEFAULT_PATH.is_file():
-        path = configuration.DEFAULT_PATH
-    overrides = {"camera.source": args.source} if args.source else {}
-    if args.mqtt:
-        overrides["mqtt.url"] = args.mqtt
+    cfg = load_config(args)
     if args.signals:
         from edge.signals_check import check_signals
-        return check_signals(configuration.load(path, overrides).gpio)
-    return run_checks(configuration.load(path, overrides))
+        return check_signals(cfg.gpio)
+    return run_checks(cfg)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--print-default", action="store_true", help="write the commented default")
     c.add_argument("--check", type=Path, help="validate this file")
     c.add_argument("--config", type=Path, default=None, help=argparse.SUPPRESS)
+    c.add_argument("--source", help="check with this camera source, as `run --source` would")
+    c.add_argument("--mqtt", metavar="URL", help="check with this broker, as `run --mqtt` would")
+    c.add_argument("--device-id", help="check with this device id, as `run --device-id` would")
     c.set_defaults(func=cmd_config)
 
     k = sub.add_parser("check", help="check models, camera, broker and pins: one line each")

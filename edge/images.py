@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
-
 import cv2
 import numpy as np
 
@@ -18,14 +16,17 @@ COLOURS = {None: (0, 191, 255), "with_mask": (0, 200, 0), "without_mask": (0, 0,
            "incorrect_mask": (0, 140, 255)}
 
 
-def expand_paths(paths: list[str | Path]) -> Iterator[Path]:
-    """Files as given, and image files (by extension, sorted) inside folders, recursively."""
-    for p in map(Path, paths):
-        if p.is_dir():
-            yield from sorted(f for f in p.rglob("*")
-                              if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            yield p
+def image_files(path: Path) -> list[Path]:
+    """``path`` itself, or the image files (by extension, sorted) inside the folder ``path``,
+    recursively; ImageError for a folder that holds none."""
+    if not path.is_dir():
+        return [path]
+    found = sorted(f for f in path.rglob("*")
+                   if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+    if not found:
+        raise ImageError(f"no images found in {path} (looked for "
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS))}, in subfolders too)")
+    return found
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -38,11 +39,35 @@ def read_image(path: Path) -> np.ndarray:
         data = np.fromfile(path, np.uint8)
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror})") from exc
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if not data.size:
+        raise ImageError(f"{path}: empty file (0 bytes); skipped")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        if "MAX_IMAGE_PIXELS" in str(exc):
+            raise ImageError(f"{path}: declares more pixels than can be decoded (over 2^30); "
+                             "skipped") from None
+        raise ImageError(f"{path}: cannot be decoded ({getattr(exc, 'err', None) or exc}); "
+                         "skipped") from None
+    except MemoryError:
+        raise ImageError(f"{path}: too large to decode in the memory free; skipped") from None
     if image is None:
         raise ImageError(f"{path}: not a readable image (JPEG, PNG, BMP, WebP or TIFF expected); "
                          "skipped")
     return image
+
+
+def save_image(path: Path, image: np.ndarray) -> Path:
+    """Write ``image`` to ``path`` (as JPEG beside it if OpenCV has no writer for its suffix);
+    the path written, or ImageError naming it and the reason."""
+    for target in (path, path.with_suffix(".jpg")):
+        try:
+            if cv2.imwrite(str(target), image):
+                return target
+        except cv2.error:  # no writer for this suffix
+            continue
+    raise ImageError(f"{path}: cannot be written (is the folder writable, and the disk not "
+                     "full?)")
 
 
 def annotate(image: np.ndarray, faces: list[Face]) -> np.ndarray:

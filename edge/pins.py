@@ -42,7 +42,9 @@ class DoorSignals:
 
     def _open_devices(self, gpio_cfg) -> None:
         from gpiozero import LED, Buzzer
-        self.red = LED(gpio_cfg.red_led, active_high=gpio_cfg.active_high, initial_value=False)
+        if gpio_cfg.red_led >= 0:
+            self.red = LED(gpio_cfg.red_led, active_high=gpio_cfg.active_high,
+                           initial_value=False)
         if gpio_cfg.buzzer >= 0:
             self.buzzer = Buzzer(gpio_cfg.buzzer, active_high=gpio_cfg.active_high,
                                  initial_value=False)

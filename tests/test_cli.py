@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import pytest
@@ -65,7 +66,7 @@ def test_bad_files_are_named_others_still_processed(tmp_path, capsys):
     assert "corrupt.jpg: not a readable image" in err
     assert "notes.txt: not a readable image" in err
     assert "missing.png: no such file" in err
-    assert "3 file(s) could not be read" in err
+    assert "3 file(s) or folder(s) failed (named above)" in err
 
 
 def test_out_writes_annotated_copies(tmp_path, capsys):
@@ -108,3 +109,89 @@ def test_console_script_is_installed():
     exe = shutil.which("maskdoor") or str(__import__("pathlib").Path(sys.executable).parent / "maskdoor")
     r = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("maskdoor ")
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG header that declares ``width`` x ``height`` pixels, with almost no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
+                                                              0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    import struct
+
+    import numpy as np
+    data = bytearray(cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_odd_images_are_named_and_the_rest_still_processed(tmp_path):
+    import numpy as np
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    (folder / "x.jpg").mkdir()  # a folder with an image's name, holding nothing
+    (tmp_path / "empty").mkdir()
+    original = cv2.imread(str(FIXTURE_IMAGES[1]))
+    good = {"good.jpg": original.shape[:2], "one.png": (1, 1), "deep16.png": original.shape[:2],
+            "grey.png": original.shape[:2], "alpha.png": original.shape[:2]}
+    shutil.copy(FIXTURE_IMAGES[1], folder / "good.jpg")
+    cv2.imwrite(str(folder / "one.png"), np.full((1, 1, 3), 128, np.uint8))
+    cv2.imwrite(str(folder / "deep16.png"), original.astype(np.uint16) * 257)
+    cv2.imwrite(str(folder / "grey.png"), cv2.cvtColor(original, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(folder / "alpha.png"), cv2.cvtColor(original, cv2.COLOR_BGR2BGRA))
+    assert cv2.imread(str(folder / "deep16.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    jpeg = FIXTURE_IMAGES[1].read_bytes()
+    bad = {"huge.png": (png_declaring(100_000, 100_000), "declares more pixels than can be "
+                        "decoded"),
+           "huge.jpg": (jpeg_declaring(60_000, 60_000), "declares more pixels than can be "
+                        "decoded"),
+           "zero.jpg": (b"", "empty file (0 bytes)"),
+           "truncated.jpg": (jpeg[:len(jpeg) // 2], "not a readable image")}
+    for name, (data, _) in bad.items():
+        (folder / name).write_bytes(data)
+    exe = str(Path(sys.executable).parent / "maskdoor")
+    r = subprocess.run([exe, "detect", "--json", "--model", "door", "--classifier", "single",
+                        str(folder), str(folder / "x.jpg"), str(tmp_path / "empty"),
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    seen = {json.loads(line)["image"]: json.loads(line) for line in r.stdout.splitlines()}
+    assert set(seen) == {str(folder / name) for name in good}
+    for name, (height, width) in good.items():
+        rec = seen[str(folder / name)]
+        assert (rec["height"], rec["width"]) == (height, width)
+        assert cv2.imread(str(out / name)).shape[:2] == (height, width)
+    assert seen[str(folder / "good.jpg")]["faces"] and not seen[str(folder / "one.png")]["faces"]
+    for name, (_, reason) in bad.items():
+        assert f"maskdoor detect: {folder / name}: {reason}" in r.stderr
+    for empty in (folder / "x.jpg", tmp_path / "empty"):
+        assert f"maskdoor detect: no images found in {empty} (looked for" in r.stderr
+    assert "6 file(s) or folder(s) failed (named above)" in r.stderr
+
+
+def test_an_empty_folder_is_an_error(tmp_path, capsys):
+    assert main(["detect", "--model", "door", "--classifier", "none", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and f"no images found in {tmp_path}" in err
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: p.write_text("x"), "a file of that name is in the way; name a folder"),
+    (lambda p: None, "the folder cannot be made (Not a directory); name a folder you can "
+     "write to")])
+def test_out_that_cannot_be_a_folder_is_one_clear_error(tmp_path, capsys, make, reason):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    out = tmp_path / "annotated"
+    make(out)
+    target = out if out.exists() else blocker / "sub"
+    assert main(["detect", str(FIXTURE_IMAGES[1]), "--out", str(target)]) == 2
+    assert capsys.readouterr().err == f"maskdoor detect: --out {target}: {reason}\n"
