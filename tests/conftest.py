@@ -182,7 +182,8 @@ class Subscriber:
 
     ``client_id`` with ``clean_session=False`` makes a persistent session: with a persistent
     broker, QoS 1 messages published while this subscriber (or the broker) was away are
-    delivered when both are back. ``dups`` counts messages the broker marked as redelivered."""
+    delivered when both are back. ``redelivered`` holds the (topic, payload) of messages the
+    broker marked as sent again (DUP: it had no acknowledgement of an earlier copy)."""
 
     def __init__(self, url: str, topics: list[str], client_id: str | None = None,
                  clean_session: bool = True, ca_file=None, username=None, password=None):
@@ -190,7 +191,7 @@ class Subscriber:
         from edge.mqtt import parse_url
         host, port, tls = parse_url(url)
         self.messages: list[tuple[str, bytes, bool]] = []
-        self.dups = 0
+        self.redelivered: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
         if client_id is None:
@@ -214,7 +215,8 @@ class Subscriber:
     def _on_message(self, client, userdata, msg):
         with self._lock:
             self.messages.append((msg.topic, msg.payload, msg.retain))
-            self.dups += bool(msg.dup)
+            if msg.dup:
+                self.redelivered.append((msg.topic, msg.payload))
 
     def on(self, suffix: str):
         with self._lock:

@@ -25,31 +25,45 @@ BACKLOG = 2000
 USER, PASSWORD = "door", "s3cret-pass"
 
 
-def backlog_sink(broker, tmp_path, n=BACKLOG, **kw):
+def backlog_sink(broker, tmp_path, monkeypatch, n=BACKLOG, **kw):
     """A sink whose outbox already holds ``n`` events, as after a long outage."""
     outbox = Outbox(tmp_path / "outbox", n + 10)
-    for i in range(n):
-        outbox.put(json.dumps(event(i).to_json()).encode())
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", lambda fd: None)  # filling the queue fast; its sync is not tested
+        for i in range(n):
+            outbox.put(json.dumps(event(i).to_json()).encode())
     return MqttSink(mqtt_cfg(broker.url, homeassistant=False, **kw), "door1", outbox)
 
 
 def tally(sub, n):
-    """(lost, duplicates, ids in order of first arrival) of the events ev-0..ev-{n-1}."""
+    """What the subscriber got of the events ev-0..ev-{n-1}: lost, duplicates, duplicates the
+    broker did not mark as redelivered (so two PUBLISHes of one event reached the broker), and
+    the ids in order of first arrival."""
     ids = [json.loads(m[1])["id"] for m in sub.on("/events")]
     unique = list(dict.fromkeys(ids))
+    marked = len([m for m in sub.redelivered if m[0].endswith("/events")])
     lost = len(set(f"ev-{i}" for i in range(n)) - set(unique))
-    return lost, len(ids) - len(unique), unique
+    return lost, len(ids) - len(unique), len(ids) - len(unique) - marked, unique
+
+
+def count_resends(sink):
+    """Count paho's own re-sends (DUP set) of event messages after a reconnection."""
+    resends = []
+    sink.client.on_log = lambda c, u, level, text: resends.append(1) if (
+        text.startswith("Sending PUBLISH (d1") and "/events'" in text) else None
+    return resends
 
 
 def drained(sink, sub, n):
     return lambda: len(sink.outbox) == 0 and tally(sub, n)[0] == 0
 
 
-def test_backlog_drains_through_25_broker_restarts(make_broker, tmp_path):
+def test_backlog_drains_through_25_broker_restarts(make_broker, tmp_path, monkeypatch):
     broker = make_broker(persistence=True)
     sub = Subscriber(broker.url, ["maskdoor/door1/events"], client_id="counter",
                      clean_session=False)
-    sink = backlog_sink(broker, tmp_path)
+    sink = backlog_sink(broker, tmp_path, monkeypatch)
+    resends = count_resends(sink)
     t0 = time.monotonic()
     sink.start()
     restarts = 0
@@ -59,24 +73,29 @@ def test_backlog_drains_through_25_broker_restarts(make_broker, tmp_path):
         restarts += 1
     assert sub.wait(drained(sink, sub, BACKLOG), timeout=120)
     time.sleep(1)  # late duplicates, if any, arrive now
-    lost, dups, order = tally(sub, BACKLOG)
+    lost, dups, unmarked, order = tally(sub, BACKLOG)
     print(f"\n{BACKLOG} events, {restarts} broker restarts: {lost} lost, {dups} duplicates "
-          f"({sub.dups} marked redelivered by the broker), {sink.published} publishes, "
+          f"({dups - unmarked} re-sent by the broker to the subscriber, {unmarked} others; "
+          f"paho re-sent {len(resends)} events after reconnecting), {sink.published} publishes, "
           f"{time.monotonic() - t0:.1f} s")
     assert restarts == 25
     assert lost == 0
     assert order == [f"ev-{i}" for i in range(BACKLOG)]
     assert sink.published == sink.sent == BACKLOG  # the door never published an entry twice
-    assert dups == 0
+    # QoS 1 is at-least-once: a broker stopped before it read an acknowledgement sends the
+    # message again. Every other duplicate must come from a paho re-send of an unacknowledged
+    # PUBLISH, never from the door publishing an entry a second time.
+    assert unmarked <= len(resends)
     sink.close()
     sub.close()
 
 
-def test_backlog_drains_after_the_broker_froze_for_100_s(make_broker, tmp_path):
+def test_backlog_drains_after_the_broker_froze_for_100_s(make_broker, tmp_path, monkeypatch):
     broker = make_broker()
     sub = Subscriber(broker.url, ["maskdoor/door1/events"], client_id="counter",
                      clean_session=False)
-    sink = backlog_sink(broker, tmp_path)
+    sink = backlog_sink(broker, tmp_path, monkeypatch)
+    resends = count_resends(sink)
     sink.start()
     assert sub.wait(lambda: sink.sent >= BACKLOG // 4, timeout=60)
     broker.freeze()
@@ -87,13 +106,14 @@ def test_backlog_drains_after_the_broker_froze_for_100_s(make_broker, tmp_path):
           f"{time.monotonic() - frozen:.0f} s; status {sink.status}")
     assert sub.wait(drained(sink, sub, BACKLOG), timeout=120)
     time.sleep(1)
-    lost, dups, order = tally(sub, BACKLOG)
+    lost, dups, unmarked, order = tally(sub, BACKLOG)
     print(f"{BACKLOG} events, broker frozen 100 s: {lost} lost, {dups} duplicates "
-          f"({sub.dups} marked redelivered), {sink.published} publishes")
+          f"({dups - unmarked} re-sent by the broker to the subscriber, {unmarked} others; "
+          f"paho re-sent {len(resends)} events after reconnecting), {sink.published} publishes")
     assert lost == 0
     assert order == [f"ev-{i}" for i in range(BACKLOG)]
-    assert sink.published == sink.sent == BACKLOG
-    assert dups == 0
+    assert sink.published == sink.sent == BACKLOG  # no second PUBLISH while paho held the first
+    assert unmarked <= len(resends)
     sink.close()
     sub.close()
 
