@@ -185,7 +185,8 @@ def explain_error(exc: BaseException, tls: bool, port: int, has_ca: bool) -> tup
         return (f"TLS handshake failed ({reason})",
                 "does the port speak TLS? for a plain listener write mqtt://")
     if isinstance(exc, ConnectionRefusedError):
-        return "unreachable: connection refused", f"is mosquitto running and listening on port {port}?"
+        return ("unreachable: connection refused",
+                f"is mosquitto running and listening on port {port}?")
     if isinstance(exc, socket.gaierror):
         return f"unreachable: host name not found ({exc.strerror})", "check the host in mqtt.url"
     if isinstance(exc, (TimeoutError, socket.timeout)):
@@ -479,29 +480,35 @@ class MqttSink:
     def _deliver(self, flight: _InFlight | None) -> _InFlight | None:
         """One step: publish the oldest queued event, or wait for the broker's ack of the one in
         flight (paho re-sends it by itself after a reconnection) and then drop it from the queue."""
-        if flight is None:
-            with self._wake:
-                self._wake.wait_for(lambda: self._stop.is_set() or
-                                    (self.connected and len(self.outbox) > 0), timeout=1.0)
-            if self._stop.is_set() or not self.connected:
-                return None
-            item = self.outbox.peek()
-            if item is None:
-                return None
-            name, payload = item
-            with self._acks:
-                before = self._ack_count
-            info = self.client.publish(self.topic("events"), payload, qos=1)
-            self.published += 1
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                raise RuntimeError(f"paho did not take the event: {mqtt.error_string(info.rc)}")
-            return _InFlight(name, info.mid, before)
+        return self._publish_oldest() if flight is None else self._await_ack(flight)
+
+    def _publish_oldest(self) -> _InFlight | None:
+        with self._wake:
+            self._wake.wait_for(lambda: self._stop.is_set() or
+                                (self.connected and len(self.outbox) > 0), timeout=1.0)
+        if self._stop.is_set() or not self.connected:
+            return None
+        item = self.outbox.peek()
+        if item is None:
+            return None
+        name, payload = item
         with self._acks:
-            acked = self._acks.wait_for(
-                lambda: self._stop.is_set() or self._acked_at.get(flight.mid, 0) > flight.acks_before,
-                timeout=1.0) and self._acked_at.get(flight.mid, 0) > flight.acks_before
-        if not acked:
-            return flight
+            before = self._ack_count
+        info = self.client.publish(self.topic("events"), payload, qos=1)
+        self.published += 1
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            # not queued by paho (the only case where it drops a QoS 1 message): publish again
+            raise RuntimeError(f"paho did not take the event: {mqtt.error_string(info.rc)}")
+        return _InFlight(name, info.mid, before)
+
+    def _await_ack(self, flight: _InFlight) -> _InFlight | None:
+        def acked() -> bool:
+            return self._acked_at.get(flight.mid, 0) > flight.acks_before
+
+        with self._acks:
+            self._acks.wait_for(lambda: self._stop.is_set() or acked(), timeout=1.0)
+            if not acked():
+                return flight
         self.outbox.remove(flight.name)
         self.sent += 1
         return None
@@ -558,11 +565,10 @@ def probe_broker(mqtt_cfg, timeout: float = 5.0) -> tuple[bool, str]:
                                                                bool(mqtt_cfg.ca_certs)))
     deadline = time.monotonic() + timeout
     rc = mqtt.MQTT_ERR_SUCCESS
-    try:
-        while not answer and rc == mqtt.MQTT_ERR_SUCCESS and time.monotonic() < deadline:
-            rc = client.loop(0.1)
-    finally:
-        client.disconnect()
+    while not answer and rc == mqtt.MQTT_ERR_SUCCESS and time.monotonic() < deadline:
+        rc = client.loop(0.1)
+    client.disconnect()
+    client.loop(0.1)  # sends DISCONNECT and closes the socket
     if answer and not answer[0].is_failure:
         how = ("TLS" if tls else "plain") + (f", user {user}" if user else ", anonymous")
         return True, f"{where} accepted the connection ({how})"

@@ -78,9 +78,9 @@ class Broker:
 
     def __init__(self, folder: Path, tls: bool = False, users: dict | None = None,
                  persistence: bool = False, san: str = "IP:127.0.0.1,DNS:localhost"):
-        self.folder = Path(folder) / f"broker-{free_port()}"
-        self.folder.mkdir(parents=True)
         self.port = free_port()
+        self.folder = Path(folder) / f"broker-{self.port}"
+        self.folder.mkdir(parents=True)
         self.tls = tls
         self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
         self.ca_file = None
@@ -164,7 +164,7 @@ def broker(tmp_path):
 
 @pytest.fixture
 def make_broker(tmp_path):
-    """``make_broker(tls=..., users=..., persistence=..., san=...)``: started, stopped at the end."""
+    """``make_broker(tls=, users=, persistence=, san=)``: a started Broker, stopped at the end."""
     needs_mosquitto()
     made = []
 
