@@ -50,11 +50,12 @@ class BrokerFileError(MaskdoorError, OSError):
 
 def redact_url(url: str) -> str:
     """``url`` with the password of ``user:password@`` replaced by ``***``."""
-    return re.sub(r"^([^/]*//[^/@:]*:)[^/]*@", r"\1***@", url)
+    return re.sub(r"^((?:[^/]*//)?[^/@:]*:)[^/]*@", r"\1***@", url)
 
 
 def _split_url(url: str):
-    shown = redact_url(url)
+    """(host, port, tls, user, password) of a broker URL; the user and password URL-decoded."""
+    shown = redact_url(url) if isinstance(url, str) else url
 
     def bad(problem: str, fix: str = URL_FORM) -> BrokerURLError:
         return BrokerURLError(f"mqtt.url = {shown!r}: {problem}; {fix}")
@@ -164,7 +165,7 @@ def make_client(client_id: str, mqtt_cfg=None, url: str | None = None) -> tuple[
 
 
 # --- why a connection failed, and what to do ------------------------------------------------------
-NOT_AUTHORISED = {"Not authorized", "Bad user name or password", "Client identifier not valid"}
+NOT_AUTHORISED = {"Not authorized", "Bad user name or password"}
 
 
 def explain_error(exc: BaseException, tls: bool, port: int, has_ca: bool) -> tuple[str, str]:
@@ -204,6 +205,9 @@ def explain_refusal(reason_code) -> tuple[str, str]:
     if name in NOT_AUTHORISED:
         return f"refused: {name.lower()}", ("check mqtt.username and mqtt.password (or "
                                             "mqtt.password_file) against the broker's users")
+    if name == "Client identifier not valid":
+        return f"refused: {name.lower()}", ("set mqtt.device_id to letters and digits (the "
+                                            "client id is maskdoor-<device_id>)")
     return f"refused: {name}", "see the broker's log for why"
 
 
@@ -365,7 +369,7 @@ class MqttSink:
         if down_s is None:
             log.info("MQTT connected to %s:%d as %s", self.host, self.port, self.base)
         else:
-            log.warning("MQTT broker %s:%d connected again after %.0f s, %d event(s) queued",
+            log.warning("MQTT broker %s:%d connected again after %.1f s, %d event(s) queued",
                         self.host, self.port, down_s, len(self.outbox))
         client.publish(self.topic("availability"), "online", qos=1, retain=True)
         if self.cfg.homeassistant:
@@ -381,10 +385,14 @@ class MqttSink:
         self._connected.clear()
         if self._stop.is_set():
             return
-        if was_connected:
+        hung = str(reason_code) == "Keep alive timeout"
+        if was_connected and hung:
+            self._trouble(f"stopped answering (nothing within mqtt.keepalive_s = "
+                          f"{self.cfg.keepalive_s} s)", "is the broker hung? reconnecting")
+        elif was_connected:
             self._trouble(f"connection lost ({reason_code})", "reconnecting")
         elif not self._answered:
-            if str(reason_code) == "Keep alive timeout":
+            if hung:
                 self._trouble("did not answer CONNECT", "is the broker hung? see its log")
             else:
                 self._trouble(*explain_silent_close(self.host, self.port, self.tls))

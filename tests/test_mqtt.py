@@ -164,6 +164,9 @@ def test_a_bad_url_never_shows_its_password():
     assert "hunter2" not in str(err.value) and "mqtt://door:***@broker:99999" in str(err.value)
     assert redact_url("mqtts://door:a@b@broker/") == "mqtts://door:***@broker/"
     assert redact_url("mqtt://broker:1883") == "mqtt://broker:1883"
+    with pytest.raises(BrokerURLError) as err:
+        parse_url("door:hunter2@broker:abc")
+    assert "hunter2" not in str(err.value) and "door:***@broker:abc" in str(err.value)
 
 
 def test_credentials_in_the_url_are_used(make_broker, tmp_path):
