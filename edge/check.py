@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 import sys
+
+BROKER_TIMEOUT_S = 5.0  # a real CONNECT: TCP, TLS, credentials, CONNACK
 
 
 def _line(ok: bool | None, what: str, detail: str) -> bool:
@@ -69,15 +70,9 @@ def run_checks(cfg) -> int:
     except Exception as exc:
         ok &= _line(False, "camera", str(exc))
     if cfg.mqtt.url:
-        try:
-            from edge.mqtt import parse_url
-            host, port, _ = parse_url(cfg.mqtt.url)
-            with socket.create_connection((host, port), timeout=3):
-                pass
-            ok &= _line(True, "broker", f"{host}:{port} accepts connections")
-        except Exception as exc:
-            ok &= _line(False, "broker", f"{cfg.mqtt.url}: {exc}; is the broker running and "
-                        "reachable from here?")
+        from edge.mqtt import probe_broker
+        passed, detail = probe_broker(cfg.mqtt, timeout=BROKER_TIMEOUT_S)
+        ok &= _line(passed, "broker", detail)
     else:
         _line(None, "broker", "none configured (mqtt.url); events go to stdout")
     ok &= check_state_dir(cfg)

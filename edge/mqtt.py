@@ -2,20 +2,32 @@
 
 Events are written to the on-disk :class:`~edge.outbox.Outbox` first and a sender thread
 delivers them in order, one QoS 1 message at a time, removing each only when the broker has
-acknowledged it. So a broker that is down at start-up, or goes away, never stops the door loop
-and loses nothing below the queue bound; what is still queued at shutdown goes out at the next
-start. Availability is retained and is also the last will.
+acknowledged it. So a broker that is down at start-up, goes away or hangs never stops the door
+loop and loses nothing below the queue bound; what is still queued at shutdown goes out at the
+next start. Availability is retained and is also the last will.
+
+paho keeps every QoS 1 message it accepted (also one published while disconnected) until the
+broker acknowledges it, and sends it again by itself after each reconnection, whatever
+``clean_session`` says. So the sender publishes an outbox entry once and then only waits; it
+publishes the entry again only when paho did not accept it. State and stats are QoS 0 and sent
+only while connected: paho drops QoS 0 messages it cannot send, so nothing stale piles up while
+the broker is away, and the latest state is published on each (re)connection.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import os
 import re
 import socket
+import ssl
+import sys
 import threading
 import time
-from urllib.parse import urlparse
+from dataclasses import dataclass
+from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
 
@@ -25,44 +37,236 @@ from edge.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
+URL_FORM = "write mqtt://HOST:PORT (or mqtts://HOST:PORT for TLS; IPv6 as mqtt://[::1]:1883)"
+
 
 class BrokerURLError(MaskdoorError, ValueError):
     """mqtt.url is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]."""
 
 
-def parse_url(url: str) -> tuple[str, int, bool]:
-    u = urlparse(url if "://" in url else f"mqtt://{url}")
-    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        raise BrokerURLError(f"mqtt.url = {url!r}: write mqtt://HOST:PORT (or mqtts:// for TLS)")
+class BrokerFileError(MaskdoorError, OSError):
+    """mqtt.password_file or mqtt.ca_certs cannot be read."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of ``user:password@`` replaced by ``***``."""
+    return re.sub(r"^((?:[^/]*//)?[^/@:]*:)[^/]*@", r"\1***@", url)
+
+
+def _split_url(url: str):
+    """(host, port, tls, user, password) of a broker URL; the user and password URL-decoded."""
+    shown = redact_url(url) if isinstance(url, str) else url
+
+    def bad(problem: str, fix: str = URL_FORM) -> BrokerURLError:
+        return BrokerURLError(f"mqtt.url = {shown!r}: {problem}; {fix}")
+
+    if not isinstance(url, str) or not url:
+        raise bad("empty")
+    if any(ch.isspace() for ch in url):
+        raise bad("contains a space", "remove it")
+    if "://" in url:
+        scheme = url.split("://", 1)[0].lower()
+        if scheme not in ("mqtt", "mqtts"):
+            raise bad(f"the scheme {scheme + '://'!r} is not MQTT")
+    else:
+        url = f"mqtt://{url}"
+    try:
+        u = urlparse(url)
+        port = u.port
+    except ValueError as exc:
+        text = str(exc)
+        if "IPv6" in text or "IPv4" in text:
+            raise bad(f"bad IPv6 address ({text})") from None
+        if "out of range" in text:
+            raise bad("the port is not in 1-65535", "write a port from 1 to 65535") from None
+        raise bad("the port is not a number (an IPv6 address needs [brackets])") from None
+    host = u.hostname
+    if not host:
+        raise bad("no host")
+    if port == 0:
+        raise bad("the port is not in 1-65535", "write a port from 1 to 65535")
+    if u.path not in ("", "/") or u.query or u.fragment or u.params:
+        raise bad(f"unexpected {u.path or '?' + u.query}", "remove it: a broker URL has no path")
+    if "[" in u.netloc:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise bad(f"{host!r} is not an IPv6 address") from None
+    else:
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            raise bad(f"{host!r} is not a valid host name") from None
     tls = u.scheme == "mqtts"
-    return u.hostname, u.port or (8883 if tls else 1883), tls
+    user = unquote(u.username) if u.username else None
+    password = unquote(u.password) if u.password is not None else None
+    return host, port or (8883 if tls else 1883), tls, user, password
+
+
+def parse_url(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) of ``mqtt://HOST[:PORT]`` or ``mqtts://HOST[:PORT]`` (a bare HOST:PORT
+    means mqtt://); raises :class:`BrokerURLError` naming the URL (password hidden) and the fix."""
+    return _split_url(url)[:3]
 
 
 def default_device_id() -> str:
     return socket.gethostname().split(".")[0] or "maskdoor"
 
 
+def _credentials(mqtt_cfg, url: str) -> tuple[str | None, str | None]:
+    """(user, password): mqtt.username wins; else ``user:password@`` of mqtt.url (URL-decoded).
+    The password comes from the URL, else mqtt.password_file, else mqtt.password."""
+    url_user, url_password = _split_url(url)[3:]
+    user = password = None
+    if mqtt_cfg is not None:
+        if mqtt_cfg.username and url_user:
+            raise BrokerURLError(f"mqtt.url = {redact_url(url)!r} names a user and so does "
+                                 "mqtt.username; keep one of them")
+        user = mqtt_cfg.username or url_user
+        password = mqtt_cfg.password or None
+        if mqtt_cfg.password_file:
+            try:
+                with open(mqtt_cfg.password_file) as fh:
+                    password = fh.read().strip()
+            except (OSError, UnicodeError) as exc:
+                raise BrokerFileError(
+                    f"mqtt.password_file = {mqtt_cfg.password_file!r} cannot be read "
+                    f"({getattr(exc, 'strerror', None) or exc}); write the path of a file this "
+                    "service can read, holding the broker password") from None
+    else:
+        user = url_user
+    if url_user and url_password is not None:
+        password = url_password
+    return user or None, password if user else None
+
+
 def make_client(client_id: str, mqtt_cfg=None, url: str | None = None,
                 clean_session: bool = True) -> tuple[mqtt.Client, str, int]:
-    """A paho client configured from ``mqtt_cfg`` (credentials, TLS); not connected yet.
-    ``clean_session=False`` keeps the client's session (subscriptions, queued QoS 1 messages)
-    on the broker between connections."""
-    host, port, tls = parse_url(url or mqtt_cfg.url)
+    """A paho client configured from ``mqtt_cfg`` (credentials, TLS); not connected yet."""
+    url = url or mqtt_cfg.url
+    host, port, tls = parse_url(url)
+    user, password = _credentials(mqtt_cfg, url)
+    # clean_session=False keeps the session (subscriptions, queued QoS 1 messages) on the broker
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=clean_session)
-    if mqtt_cfg is not None:
-        password = mqtt_cfg.password
-        if mqtt_cfg.password_file:
-            with open(mqtt_cfg.password_file) as fh:
-                password = fh.read().strip()
-        if mqtt_cfg.username:
-            client.username_pw_set(mqtt_cfg.username, password or None)
-        if tls:
-            client.tls_set(ca_certs=mqtt_cfg.ca_certs or None)
-    elif tls:
-        client.tls_set()
+    if user:
+        client.username_pw_set(user, password)
+    ca_certs = getattr(mqtt_cfg, "ca_certs", "") or None
+    if tls:
+        try:
+            client.tls_set(ca_certs=ca_certs)
+        except (OSError, ValueError) as exc:
+            raise BrokerFileError(f"mqtt.ca_certs = {ca_certs!r} cannot be read as a CA "
+                                  f"bundle ({getattr(exc, 'strerror', None) or exc}); write the "
+                                  "path of the PEM file of the CA that signed the broker's "
+                                  "certificate") from None
+    elif ca_certs:
+        log.warning("mqtt.ca_certs is set but mqtt.url %s is not TLS; write mqtts:// to use it",
+                    redact_url(url))
     client.reconnect_delay_set(1, 30)
     return client, host, port
+
+
+# --- why a connection failed, and what to do ------------------------------------------------------
+NOT_AUTHORISED = {"Not authorized", "Bad user name or password"}
+
+
+def explain_error(exc: BaseException, tls: bool, port: int, has_ca: bool) -> tuple[str, str]:
+    """(reason, fix) for an exception raised while connecting."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = (exc.verify_message or str(exc)).rstrip(".")
+        if exc.verify_code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH
+            return (f"TLS: {detail}", "write in mqtt.url a host name that the broker's "
+                    "certificate lists, or reissue it with this name in its subjectAltName")
+        if exc.verify_code == 10:  # X509_V_ERR_CERT_HAS_EXPIRED
+            return f"TLS: {detail}", "renew the broker's certificate (or check this clock)"
+        fix = ("check mqtt.ca_certs: it must be the CA that signed the broker's certificate"
+               if has_ca else "set mqtt.ca_certs to the CA that signed the broker's "
+               "certificate (the system's CAs do not trust it)")
+        return f"TLS: certificate not trusted ({detail})", fix
+    if tls and isinstance(exc, (ssl.SSLError, ConnectionResetError)):
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        return (f"TLS handshake failed ({reason})",
+                "does the port speak TLS? for a plain listener write mqtt://")
+    if isinstance(exc, ConnectionRefusedError):
+        return ("unreachable: connection refused",
+                f"is mosquitto running and listening on port {port}?")
+    if isinstance(exc, socket.gaierror):
+        return f"unreachable: host name not found ({exc.strerror})", "check the host in mqtt.url"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return ("unreachable: no answer", "is the broker running, and does the network (or a "
+                f"firewall) let port {port} through?")
+    if isinstance(exc, OSError):
+        return (f"unreachable: {exc.strerror or exc}",
+                "check the network and the host in mqtt.url")
+    return f"connection failed: {exc!r}", "check mqtt.url"
+
+
+def explain_refusal(reason_code) -> tuple[str, str]:
+    """(reason, fix) for a CONNACK that refused the connection."""
+    name = str(reason_code)
+    if name in NOT_AUTHORISED:
+        return f"refused: {name.lower()}", ("check mqtt.username and mqtt.password (or "
+                                            "mqtt.password_file) against the broker's users")
+    if name == "Client identifier not valid":
+        return f"refused: {name.lower()}", ("set mqtt.device_id to letters and digits (the "
+                                            "client id is maskdoor-<device_id>)")
+    return f"refused: {name}", "see the broker's log for why"
+
+
+def speaks_tls(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether ``host:port`` completes a TLS handshake (certificate not checked)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with ctx.wrap_socket(raw, server_hostname=host):
+                return True
+    except (OSError, ValueError):
+        return False
+
+
+def explain_silent_close(host: str, port: int, tls: bool) -> tuple[str, str]:
+    """(reason, fix) when the broker closed the connection without answering CONNECT."""
+    if not tls and speaks_tls(host, port):
+        return ("closed the connection without answering: the port speaks TLS",
+                "write mqtts:// in mqtt.url (and set mqtt.ca_certs)")
+    return ("closed the connection without answering",
+            "is this an MQTT port? see the broker's log for why")
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """The link to the broker as last seen: ``connected``; ``error`` (what went wrong last, None
+    while connected); ``since`` (time.time() when it became so)."""
+    connected: bool
+    error: str | None
+    since: float
+
+    def __str__(self) -> str:
+        if self.connected:
+            return "connected"
+        return self.error or "connecting"
+
+
+def _guarded(callback):
+    """paho stops its network thread when a callback raises: log instead, once per kind."""
+    def run(self, *args):
+        try:
+            callback(self, *args)
+        except Exception as exc:  # principle: the broker link must outlive any bug here
+            self._log_once(f"{callback.__name__}:{type(exc).__name__}",
+                           "MQTT %s failed: %r; carrying on", callback.__name__, exc)
+    run.__name__ = callback.__name__
+    return run
+
+
+@dataclass
+class _InFlight:
+    name: str  # the outbox entry
+    mid: int
+    acks_before: int  # the ack counter just before it was published
 
 
 class MqttSink:
@@ -75,21 +279,39 @@ class MqttSink:
         self.outbox = outbox
         self.node = re.sub(r"[^a-zA-Z0-9_-]", "_", f"maskdoor_{device_id}")
         self.client, self.host, self.port = make_client(f"maskdoor-{device_id}", mqtt_cfg)
+        self.tls = parse_url(mqtt_cfg.url)[2]
         self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
+        self.client.on_pre_connect = self._on_pre_connect
         self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self._connected = threading.Event()
         self._wake = threading.Condition()
         self._stop = threading.Event()
         self._state: dict = {"faces": 0, "unmasked": 0, "last_alert": None}
         self._state_lock = threading.Lock()
+        self._acks = threading.Condition()
+        self._ack_count = 0
+        self._acked_at: dict[int, int] = {}  # mid -> value of the ack counter at its ack
+        self._status = BrokerStatus(False, None, time.time())
+        self._status_lock = threading.Lock()
+        self._answered = False  # this connection attempt got a CONNACK
+        self._reported: set[str] = set()  # reasons logged during the current outage
+        self._trouble_since: float | None = None
+        self._logged_once: set[str] = set()
         self.sent = 0
-        self._down_logged = False
+        self.published = 0  # event PUBLISH calls: equal to ``sent`` unless paho refused one
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
 
     def topic(self, leaf: str) -> str:
         return f"{self.base}/{leaf}"
+
+    def _log_once(self, kind: str, fmt: str, *args) -> None:
+        if kind not in self._logged_once:
+            self._logged_once.add(kind)
+            log.error(fmt, *args)
 
     # --- connection -------------------------------------------------------------------------
     def start(self) -> None:
@@ -101,34 +323,97 @@ class MqttSink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def status(self) -> BrokerStatus:
+        """Read-only view of the broker link, for the stats and for anything else that asks."""
+        with self._status_lock:
+            return self._status
+
+    def _trouble(self, reason: str, fix: str) -> None:
+        """Record what is wrong; log each distinct reason once per outage, naming the fix."""
+        with self._status_lock:
+            now = time.time()
+            if self._trouble_since is None:
+                self._trouble_since = time.monotonic()
+                self._status = BrokerStatus(False, reason, now)
+            else:
+                self._status = BrokerStatus(False, reason, self._status.since)
+            first = reason not in self._reported
+            self._reported.add(reason)
+        if first and not self._stop.is_set():
+            log.warning("MQTT broker %s:%d %s; %s (events are kept in %s and sent when it is "
+                        "back)", self.host, self.port, reason, fix, self.outbox.folder)
+
+    @_guarded
+    def _on_pre_connect(self, client, userdata):
+        self._answered = False
+
+    @_guarded
+    def _on_connect_fail(self, client, userdata):
+        # paho calls this from inside its `except OSError:` around the connection attempt
+        exc = sys.exc_info()[1]
+        if exc is None:
+            self._trouble("unreachable", "is the broker running?")
+        else:
+            self._trouble(*explain_error(exc, self.tls, self.port, bool(self.cfg.ca_certs)))
+
+    @_guarded
     def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self._answered = True
         if reason_code.is_failure:
-            log.warning("MQTT broker %s:%d refused the connection: %s", self.host, self.port,
-                        reason_code)
+            self._trouble(*explain_refusal(reason_code))
             return
-        log.info("MQTT connected to %s:%d as %s", self.host, self.port, self.base)
-        self._down_logged = False
+        with self._status_lock:
+            self._status = BrokerStatus(True, None, time.time())
+            down_s = time.monotonic() - self._trouble_since if self._trouble_since else None
+            self._trouble_since = None
+            self._reported.clear()
+        self._connected.set()
+        if down_s is None:
+            log.info("MQTT connected to %s:%d as %s", self.host, self.port, self.base)
+        else:
+            log.warning("MQTT broker %s:%d connected again after %.1f s, %d event(s) queued",
+                        self.host, self.port, down_s, len(self.outbox))
         client.publish(self.topic("availability"), "online", qos=1, retain=True)
         if self.cfg.homeassistant:
             client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
             self.announce()
         self._publish_state()
-        self._connected.set()
         with self._wake:
             self._wake.notify_all()
 
+    @_guarded
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        was_connected = self._connected.is_set()
         self._connected.clear()
-        if not self._stop.is_set() and not self._down_logged:
-            log.warning("MQTT broker %s:%d unreachable (%s); events are kept in %s and sent on "
-                        "reconnection", self.host, self.port, reason_code, self.outbox.folder)
-            self._down_logged = True
+        if self._stop.is_set():
+            return
+        hung = str(reason_code) == "Keep alive timeout"
+        if was_connected and hung:
+            self._trouble(f"stopped answering (nothing within mqtt.keepalive_s = "
+                          f"{self.cfg.keepalive_s} s)", "is the broker hung? reconnecting")
+        elif was_connected:
+            self._trouble(f"connection lost ({reason_code})", "reconnecting")
+        elif not self._answered:
+            if hung:
+                self._trouble("did not answer CONNECT", "is the broker hung? see its log")
+            else:
+                self._trouble(*explain_silent_close(self.host, self.port, self.tls))
+        # a CONNACK that refused was reported by _on_connect
 
+    @_guarded
     def _on_message(self, client, userdata, msg):
         if msg.topic == f"{self.cfg.discovery_prefix}/status" and msg.payload == b"online":
             log.info("Home Assistant is back online; announcing entities again")
             self.announce()
             self._publish_state()
+
+    @_guarded
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        with self._acks:
+            self._ack_count += 1
+            self._acked_at[mid] = self._ack_count
+            self._acks.notify_all()
 
     # --- Home Assistant discovery ---------------------------------------------------------------
     def discovery_configs(self) -> dict[str, dict]:
@@ -178,40 +463,66 @@ class MqttSink:
 
     def on_stats(self, stats: dict) -> None:
         if self.connected:
-            stats = {**stats, "queued_events": len(self.outbox),
+            stats = {**stats, "broker": str(self.status), "queued_events": len(self.outbox),
                      "dropped_events": self.outbox.dropped}
             self.client.publish(self.topic("stats"), json.dumps(stats), qos=0)
 
     def _publish_state(self) -> None:
+        # QoS 0 and only while connected: a state that cannot go out now is dropped by paho, not
+        # queued; _on_connect publishes the latest one when the broker is back
+        if not self.connected:
+            return
         with self._state_lock:
             payload = json.dumps(self._state)
-        self.client.publish(self.topic("state"), payload, qos=1, retain=True)
+        self.client.publish(self.topic("state"), payload, qos=0, retain=True)
 
     # --- delivery -----------------------------------------------------------------------------
     def _send_loop(self) -> None:
-        current = None  # (name, MQTTMessageInfo, time published)
+        flight = None
         while not self._stop.is_set():
-            with self._wake:
-                self._wake.wait_for(lambda: self._stop.is_set() or
-                                    (self.connected and len(self.outbox) > 0), timeout=1.0)
-            if self._stop.is_set() or not self.connected:
-                continue
-            item = self.outbox.peek()
-            if item is None:
-                continue
-            name, payload = item
-            if current is None or current[0] != name or time.monotonic() - current[2] > 30:
-                # paho re-sends an unacknowledged QoS 1 message itself after a reconnect, so it is
-                # published again here only if it seems lost for good (30 s without an ack)
-                current = (name, self.client.publish(self.topic("events"), payload, qos=1),
-                           time.monotonic())
-            deadline = time.monotonic() + 1.0
-            while not current[1].is_published() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if current[1].is_published():
-                self.outbox.remove(name)
-                self.sent += 1
-                current = None
+            try:
+                flight = self._deliver(flight)
+            except Exception as exc:  # principle: nothing paho raises may stop the deliveries
+                self._log_once(f"send:{type(exc).__name__}", "MQTT event delivery: %r; retrying "
+                               "(events are kept in %s)", exc, self.outbox.folder)
+                flight = None
+                self._stop.wait(0.5)
+
+    def _deliver(self, flight: _InFlight | None) -> _InFlight | None:
+        """One step: publish the oldest queued event, or wait for the broker's ack of the one in
+        flight (paho re-sends it by itself after a reconnection) and then drop it from the queue."""
+        return self._publish_oldest() if flight is None else self._await_ack(flight)
+
+    def _publish_oldest(self) -> _InFlight | None:
+        with self._wake:
+            self._wake.wait_for(lambda: self._stop.is_set() or
+                                (self.connected and len(self.outbox) > 0), timeout=1.0)
+        if self._stop.is_set() or not self.connected:
+            return None
+        item = self.outbox.peek()
+        if item is None:
+            return None
+        name, payload = item
+        with self._acks:
+            before = self._ack_count
+        info = self.client.publish(self.topic("events"), payload, qos=1)
+        self.published += 1
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            # not queued by paho (the only case where it drops a QoS 1 message): publish again
+            raise RuntimeError(f"paho did not take the event: {mqtt.error_string(info.rc)}")
+        return _InFlight(name, info.mid, before)
+
+    def _await_ack(self, flight: _InFlight) -> _InFlight | None:
+        def acked() -> bool:
+            return self._acked_at.get(flight.mid, 0) > flight.acks_before
+
+        with self._acks:
+            self._acks.wait_for(lambda: self._stop.is_set() or acked(), timeout=1.0)
+            if not acked():
+                return flight
+        self.outbox.remove(flight.name)
+        self.sent += 1
+        return None
 
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for queued events to be delivered; True if none are left."""
@@ -227,6 +538,8 @@ class MqttSink:
         self._stop.set()
         with self._wake:
             self._wake.notify_all()
+        with self._acks:
+            self._acks.notify_all()
         self._sender.join(timeout=3)
         if self.connected:
             info = self.client.publish(self.topic("availability"), "offline", qos=1, retain=True)
@@ -243,6 +556,44 @@ class MqttSink:
         if lost:
             log.error("%d event(s) held in memory because %s could not be written are lost",
                       lost, self.outbox.folder)
+
+
+def probe_broker(mqtt_cfg, timeout: float = 5.0) -> tuple[bool, str]:
+    """Connect once as ``maskdoor check`` does: TCP, TLS and CONNECT with the configured
+    credentials. (ok, what happened): 'HOST:PORT accepted the connection (TLS, user door)' or
+    'HOST:PORT <reason>; <fix>'. Never shows a password."""
+    try:
+        client, host, port = make_client(f"maskdoor-check-{os.getpid()}", mqtt_cfg)
+        _, _, tls = parse_url(mqtt_cfg.url)
+        user, _ = _credentials(mqtt_cfg, mqtt_cfg.url)
+    except MaskdoorError as exc:
+        return False, str(exc)
+    where = f"{host}:{port}"
+    client.connect_timeout = timeout
+    answer: list = []
+    client.on_connect = lambda c, u, flags, reason_code, props: answer.append(reason_code)
+    try:
+        client.connect(host, port, keepalive=max(5, int(timeout)))
+    except Exception as exc:
+        return False, "{} {}; {}".format(where, *explain_error(exc, tls, port,
+                                                               bool(mqtt_cfg.ca_certs)))
+    deadline = time.monotonic() + timeout
+    rc = mqtt.MQTT_ERR_SUCCESS
+    while not answer and rc == mqtt.MQTT_ERR_SUCCESS and time.monotonic() < deadline:
+        rc = client.loop(0.1)
+    client.disconnect()
+    client.loop(0.1)  # sends DISCONNECT and closes the socket
+    if answer and not answer[0].is_failure:
+        how = ("TLS" if tls else "plain") + (f", user {user}" if user else ", anonymous")
+        return True, f"{where} accepted the connection ({how})"
+    if answer:
+        reason, fix = explain_refusal(answer[0])
+    elif rc == mqtt.MQTT_ERR_SUCCESS:
+        reason, fix = (f"did not answer CONNECT within {timeout:g} s",
+                       "is the broker hung? see its log")
+    else:
+        reason, fix = explain_silent_close(host, port, tls)
+    return False, f"{where} {reason}; {fix}"
 
 
 class StdoutSink:

@@ -27,6 +27,7 @@ def needs_tensorflow():
 
 # --- a real mosquitto broker on a free loopback port ---------------------------------------------
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
@@ -39,14 +40,75 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _openssl(*args, cwd: Path):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(folder: Path, name: str = "ca") -> Path:
+    """A self-signed CA (EC P-256) in ``folder``: ``<name>.crt`` and ``<name>.key``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
+             "-subj", f"/CN=maskdoor test {name}", cwd=folder)
+    return folder / f"{name}.crt"
+
+
+def make_server_cert(folder: Path, ca: Path, name: str = "server",
+                     san: str = "IP:127.0.0.1,DNS:localhost") -> tuple[Path, Path]:
+    """A server certificate signed by ``ca`` whose subjectAltName is ``san``."""
+    ext = folder / f"{name}.ext"
+    ext.write_text(f"subjectAltName = {san}\nextendedKeyUsage = serverAuth\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=folder)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", str(ca), "-CAkey",
+             str(ca.with_suffix(".key")), "-CAcreateserial", "-out", f"{name}.crt", "-days", "2",
+             "-extfile", ext.name, cwd=folder)
+    return folder / f"{name}.crt", folder / f"{name}.key"
+
+
 class Broker:
-    def __init__(self, folder: Path):
+    """A mosquitto process on a free loopback port, configured for one test.
+
+    ``tls``: the listener speaks TLS with a certificate from a CA made in ``folder`` (its file is
+    ``ca_file``; ``san`` is the certificate's subjectAltName). ``users``: {name: password},
+    written with mosquitto_passwd; anonymous clients are then refused. ``persistence``: sessions
+    and queued messages survive ``stop()``/``start()``. The process can be stopped, started,
+    killed, frozen (SIGSTOP: the port stays open and nothing answers) and thawed.
+    """
+
+    def __init__(self, folder: Path, tls: bool = False, users: dict | None = None,
+                 persistence: bool = False, san: str = "IP:127.0.0.1,DNS:localhost"):
         self.port = free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             "persistence false\n")
+        self.folder = Path(folder) / f"broker-{self.port}"
+        self.folder.mkdir(parents=True)
+        self.tls = tls
+        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
+        self.ca_file = None
+        lines = [f"listener {self.port} 127.0.0.1", "user root",
+                 f"log_dest file {self.folder / 'mosquitto.log'}",
+                 "max_queued_messages 100000", "queue_qos0_messages true"]
+        if tls:
+            self.ca_file = make_ca(self.folder)
+            cert, key = make_server_cert(self.folder, self.ca_file, san=san)
+            lines += [f"cafile {self.ca_file}", f"certfile {cert}", f"keyfile {key}"]
+        if users:
+            pw = self.folder / "passwd"
+            pw.touch(mode=0o600)
+            for name, password in users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(pw), name, password], check=True,
+                               capture_output=True)
+            lines += ["allow_anonymous false", f"password_file {pw}"]
+        else:
+            lines.append("allow_anonymous true")
+        if persistence:
+            lines += ["persistence true", f"persistence_location {self.folder}/",
+                      "autosave_interval 0"]
+        else:
+            lines.append("persistence false")
+        self.conf = self.folder / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n")
         self.proc = None
+        self.frozen = False
 
     def start(self):
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -54,6 +116,9 @@ class Broker:
                                      stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
         while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}; see "
+                                   f"{self.folder / 'mosquitto.log'}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return self
@@ -62,32 +127,83 @@ class Broker:
         raise RuntimeError("mosquitto did not start")
 
     def stop(self):
+        """SIGTERM: mosquitto closes every connection and saves its database (if persistent)."""
         if self.proc is not None:
+            self.thaw()
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
 
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def freeze(self):
+        """SIGSTOP: connections stay open (the kernel still accepts new ones), nothing answers."""
+        self.proc.send_signal(signal.SIGSTOP)
+        self.frozen = True
+
+    def thaw(self):
+        if self.proc is not None and self.frozen:
+            self.proc.send_signal(signal.SIGCONT)
+            self.frozen = False
+
+
+def needs_mosquitto():
+    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+
 
 @pytest.fixture
 def broker(tmp_path):
-    if not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+    needs_mosquitto()
     b = Broker(tmp_path).start()
     yield b
     b.stop()
 
 
-class Subscriber:
-    """Collects (topic, payload, retain) from a broker; ``wait(pred)`` polls until true."""
+@pytest.fixture
+def make_broker(tmp_path):
+    """``make_broker(tls=, users=, persistence=, san=)``: a started Broker, stopped at the end."""
+    needs_mosquitto()
+    made = []
 
-    def __init__(self, url: str, topics: list[str]):
+    def make(**kw):
+        b = Broker(tmp_path, **kw).start()
+        made.append(b)
+        return b
+    yield make
+    for b in made:
+        b.stop()
+
+
+class Subscriber:
+    """Collects (topic, payload, retain) from a broker; ``wait(pred)`` polls until true.
+
+    ``client_id`` with ``clean_session=False`` makes a persistent session: with a persistent
+    broker, QoS 1 messages published while this subscriber (or the broker) was away are
+    delivered when both are back. ``redelivered`` holds the (topic, payload) of messages the
+    broker marked as sent again (DUP: it had no acknowledgement of an earlier copy)."""
+
+    def __init__(self, url: str, topics: list[str], client_id: str | None = None,
+                 clean_session: bool = True, ca_file=None, username=None, password=None):
         import paho.mqtt.client as mqtt
         from edge.mqtt import parse_url
-        host, port, _ = parse_url(url)
+        host, port, tls = parse_url(url)
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.redelivered: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        if client_id is None:
+            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        else:
+            self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                      clean_session=clean_session)
+        if tls:
+            self.client.tls_set(ca_certs=str(ca_file) if ca_file else None)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = lambda c, *a: (c.subscribe([(t, 1) for t in topics]),
                                                 self._ready.set())
         self.client.on_message = self._on_message
@@ -99,6 +215,8 @@ class Subscriber:
     def _on_message(self, client, userdata, msg):
         with self._lock:
             self.messages.append((msg.topic, msg.payload, msg.retain))
+            if msg.dup:
+                self.redelivered.append((msg.topic, msg.payload))
 
     def on(self, suffix: str):
         with self._lock:

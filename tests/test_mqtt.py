@@ -4,11 +4,12 @@ import json
 import time
 from types import SimpleNamespace
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from conftest import Subscriber
 from edge import config
-from edge.mqtt import BrokerURLError, MqttSink, parse_url
+from edge.mqtt import BrokerURLError, MqttSink, make_client, parse_url, redact_url
 from edge.outbox import Outbox
 from edge.types import Event
 
@@ -128,3 +129,152 @@ def test_bad_url_is_named():
         parse_url("http://example:80")
     assert parse_url("mqtts://h") == ("h", 8883, True)
     assert parse_url("h:1884") == ("h", 1884, False)
+    assert parse_url("mqtt://[::1]:1883") == ("::1", 1883, False)
+    assert parse_url("mqtts://door:p%40ss@broker.lan:8883/") == ("broker.lan", 8883, True)
+
+
+@pytest.mark.parametrize("url, problem, fix", [
+    ("mqtt://h:99999", "the port is not in 1-65535", "write a port from 1 to 65535"),
+    ("mqtt://h:0", "the port is not in 1-65535", "write a port from 1 to 65535"),
+    ("mqtt://h:abc", "the port is not a number", "write mqtt://HOST:PORT"),
+    ("mqtt://::1:1883", "an IPv6 address needs [brackets]", "mqtt://[::1]:1883"),
+    ("mqtt://[::1:1883", "bad IPv6 address", "mqtt://[::1]:1883"),
+    ("mqtt://::1]:1883", "bad IPv6 address", "mqtt://[::1]:1883"),
+    ("mqtt://[broker]:1883", "bad IPv6 address", "mqtt://[::1]:1883"),
+    ("mqtt://bro ker:1883", "contains a space", "remove it"),
+    (" mqtt://broker:1883", "contains a space", "remove it"),
+    ("http://broker:1883", "the scheme 'http://' is not MQTT", "write mqtt://HOST:PORT"),
+    ("mqtt://:1883", "no host", "write mqtt://HOST:PORT"),
+    ("mqtt://", "no host", "write mqtt://HOST:PORT"),
+    ("", "empty", "write mqtt://HOST:PORT"),
+    ("mqtt://broker:1883/door", "unexpected /door", "a broker URL has no path"),
+    ("mqtt://" + "a" * 64 + ".lan", "is not a valid host name", "write mqtt://HOST:PORT"),
+])
+def test_bad_url_names_the_url_the_problem_and_the_fix(url, problem, fix):
+    with pytest.raises(BrokerURLError) as err:
+        parse_url(url)
+    assert isinstance(err.value, ValueError)
+    text = str(err.value)
+    assert text.startswith(f"mqtt.url = {url!r}: ") and problem in text and fix in text
+
+
+def test_a_bad_url_never_shows_its_password():
+    with pytest.raises(BrokerURLError) as err:
+        parse_url("mqtt://door:hunter2@broker:99999")
+    assert "hunter2" not in str(err.value) and "mqtt://door:***@broker:99999" in str(err.value)
+    assert redact_url("mqtts://door:a@b@broker/") == "mqtts://door:***@broker/"
+    assert redact_url("mqtt://broker:1883") == "mqtt://broker:1883"
+    with pytest.raises(BrokerURLError) as err:
+        parse_url("door:hunter2@broker:abc")
+    assert "hunter2" not in str(err.value) and "door:***@broker:abc" in str(err.value)
+
+
+def test_credentials_in_the_url_are_used(make_broker, tmp_path):
+    b = make_broker(users={"door": "p@ss word"})
+    url = b.url.replace("://", "://door:p%40ss%20word@")
+    sub = Subscriber(b.url, ["maskdoor/door1/events"], username="door", password="p@ss word")
+    s = sink(url, tmp_path)
+    s.on_event(event(3))
+    assert sub.wait(lambda: [e["id"] for e in events_of(sub)] == ["ev-3"])
+    s.close()
+    sub.close()
+    with pytest.raises(BrokerURLError, match="names a user and so does mqtt.username; keep one"):
+        make_client("x", mqtt_cfg(url, username="door"))
+
+
+def test_status_and_stats_say_how_the_broker_is(broker, tmp_path):
+    sub = Subscriber(broker.url, ["maskdoor/door1/stats"])
+    before = time.time()
+    s = sink(broker.url, tmp_path)
+    assert sub.wait(lambda: s.connected)
+    assert s.status.connected and s.status.error is None and s.status.since >= before
+    s.on_stats({"fps": 5.0})
+    assert sub.wait(lambda: sub.on("/stats"))
+    assert json.loads(sub.on("/stats")[0][1]) == {"fps": 5.0, "broker": "connected",
+                                                  "queued_events": 0, "dropped_events": 0}
+    sub.close()
+    broker.stop()
+    assert sub.wait(lambda: not s.status.connected)
+    assert s.status.error.startswith("connection lost") and str(s.status) == s.status.error
+    s.close(flush_s=0)
+
+
+def test_state_changes_while_the_broker_is_away_send_only_the_latest(make_broker, tmp_path):
+    b = make_broker(persistence=True)
+    sub = Subscriber(b.url, ["maskdoor/door1/state"], client_id="state-counter",
+                     clean_session=False)
+    s = sink(b.url, tmp_path)
+    s.on_state(1, 0)
+    assert sub.wait(lambda: any(json.loads(m[1])["faces"] == 1 for m in sub.on("/state")))
+    b.stop()
+    assert sub.wait(lambda: not s.connected)
+    seen = len(sub.on("/state"))
+    end, calls = time.monotonic() + 10, 0
+    while time.monotonic() < end:  # 10 s away, the door loop reporting changes all along
+        s.on_state(calls % 7, calls % 3)
+        calls += 1
+        time.sleep(0.01)
+    s.on_state(3, 1)
+    b.start()
+    assert sub.wait(lambda: [m for m in sub.on("/state")[seen:] if not m[2]], timeout=20)
+    time.sleep(2)  # anything queued would follow at once
+    live = [json.loads(m[1]) for m in sub.on("/state")[seen:] if not m[2]]
+    print(f"\n{calls} state changes in 10 s away: {len(live)} state message(s) sent on return")
+    assert live == [{"faces": 3, "unmasked": 1, "last_alert": None}]
+    s.close()
+    sub.close()
+
+
+def test_sender_survives_a_publish_into_a_connection_that_just_dropped(make_broker, tmp_path):
+    """The door thinks it is connected while paho already lost the connection: the publish
+    answers 'not connected'. paho still holds that message and sends it on reconnection."""
+    b = make_broker(persistence=True)
+    sub = Subscriber(b.url, ["maskdoor/door1/events"], client_id="race", clean_session=False)
+    s = sink(b.url, tmp_path)
+    assert sub.wait(lambda: s.connected)
+    answers, publish = [], s.client.publish
+
+    def recorded(topic, *args, **kw):
+        info = publish(topic, *args, **kw)
+        if topic.endswith("/events"):
+            answers.append(info.rc)
+        return info
+    s.client.publish = recorded
+    tell_sink = s.client.on_disconnect
+
+    def late(*args):  # widen the instant between the drop and the sink hearing of it
+        time.sleep(3)
+        tell_sink(*args)
+    s.client.on_disconnect = late
+    b.stop()
+    for i in range(5):
+        s.on_event(event(i))
+    time.sleep(1)
+    assert answers[:1] == [mqtt.MQTT_ERR_NO_CONN]
+    b.start()
+    assert sub.wait(lambda: len({e["id"] for e in events_of(sub)}) == 5, timeout=30)
+    assert [e["id"] for e in events_of(sub)] == [f"ev-{i}" for i in range(5)]
+    assert s._sender.is_alive() and s.published == 5
+    s.close()
+    sub.close()
+
+
+def test_sender_logs_any_paho_error_once_and_keeps_delivering(broker, tmp_path, caplog):
+    sub = Subscriber(broker.url, ["maskdoor/door1/events"])
+    s = sink(broker.url, tmp_path)
+    publish, failures = s.client.publish, [OSError("socket gone"), OSError("socket gone"),
+                                           RuntimeError("paho bug")]
+
+    def flaky(topic, *args, **kw):
+        if topic.endswith("/events") and failures:
+            raise failures.pop(0)
+        return publish(topic, *args, **kw)
+    s.client.publish = flaky
+    s.on_event(event(1))
+    s.on_event(event(2))
+    assert sub.wait(lambda: len(events_of(sub)) == 2, timeout=15)
+    assert [e["id"] for e in events_of(sub)] == ["ev-1", "ev-2"]
+    logged = [r.getMessage() for r in caplog.records if "event delivery" in r.getMessage()]
+    assert len(logged) == 2 and "socket gone" in logged[0] and "paho bug" in logged[1]
+    s.close()
+    sub.close()
