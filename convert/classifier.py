@@ -12,7 +12,6 @@ import csv
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from convert.augment import photometric  # noqa: E402
+from convert.training import RunRecord, ShuffledBatches, fit_and_select  # noqa: E402
 from edge.crops import crop, square_crop_box  # noqa: E402
 from edge.dataset import find_splits_csv, load_voc_dataset  # noqa: E402
 from edge.types import Box  # noqa: E402
@@ -49,36 +49,18 @@ def _context_box(face: Box) -> Box:
     return square_crop_box(b, (CONTEXT - 1) / 2)
 
 
-ANNOTATION = "annotation"   # detect/ crops cut around the annotated boxes
-
-
-def build_crops(data_dir: Path, split: str, include_classify: bool = True,
-                boxes_from: str = ANNOTATION) -> CropSet:
-    """The faces of ``split`` as context crops. ``boxes_from``: ANNOTATION, or a detector (a
-    path ``edge.detector.load_detector`` takes) whose box, where one overlaps the annotated
-    face at IoU >= 0.5 (the best), is cut instead, as the device would cut it; the label is the
-    annotation's either way."""
-    from edge.detector import load_detector
-    from models import detector_path
-    detector = None if boxes_from == ANNOTATION else load_detector(
-        detector_path(boxes_from), threads=os.cpu_count() or 1)
+def build_crops(data_dir: Path, split: str, include_classify: bool = True) -> CropSet:
+    """The faces of ``split`` as context crops, cut around their annotated boxes."""
     imgs, labels, source, width = [], [], [], []
-    moved = 0
     for s in load_voc_dataset(data_dir / "detect", split):
         image = cv2.imread(str(s.image))
         if image is None:
             log.warning("skipping unreadable %s", s.image)
             continue
-        found = [f.box for f in detector.detect(image)] if detector is not None else []
         for o in s.objects:
             if o.box.width < 4 or o.box.height < 4:
                 continue
-            box = max(found, key=o.box.iou, default=None)
-            if box is not None and o.box.iou(box) >= 0.5:
-                moved += 1
-            else:
-                box = o.box
-            imgs.append(crop(image, _context_box(box), CONTEXT_PX))
+            imgs.append(crop(image, _context_box(o.box), CONTEXT_PX))
             labels.append(LABELS.index(o.label))
             source.append("detect")
             width.append(o.box.width)
@@ -94,7 +76,6 @@ def build_crops(data_dir: Path, split: str, include_classify: bool = True,
                 continue
             h, w = image.shape[:2]
             # a face photo is the device crop already: treat the whole photo as the crop window
-            face = Box(0, 0, w, h)
             side = max(w, h) / (1 + 2 * MARGIN)
             cx, cy = w / 2, h / 2
             face = Box(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
@@ -102,9 +83,6 @@ def build_crops(data_dir: Path, split: str, include_classify: bool = True,
             labels.append(LABELS.index(Path(r["image"]).parent.name))
             source.append("classify")
             width.append(np.nan)
-    if detector is not None:
-        log.info("%s: %d of %d detect/ crops cut around %s's boxes", split, moved,
-                 int(np.sum(np.array(source) == "detect")), boxes_from)
     return CropSet(np.stack(imgs), np.array(labels), np.array(source), np.array(width, float))
 
 
@@ -115,58 +93,24 @@ def device_view(context: np.ndarray, size: int) -> np.ndarray:
     return crop(context, Box(off, off, off + side, off + side), size)
 
 
-# How far the training crops' window strays from the annotated box, as if a detector had drawn
-# it. "uniform": side x U(0.85, 1.15), centre +-8 % of the side (the shipped 96 and 160 px
-# models). "detector": Gaussian, clipped at 2.5 sd, with the sds measured between the shipped
-# `verified` detector's boxes and the annotation on the train faces >= 40 px (3247 faces at
-# IoU >= 0.5): log side ratio 0.141, centre 0.045 (x) and 0.063 (y) of the side.
-JITTERS = ("uniform", "detector")
-DETECTOR_JITTER_SD = (0.141, 0.045, 0.063)
-
-
-def jitter_window(rng, jitter: str = "uniform") -> tuple[float, float, float]:
-    """How one training crop strays from the annotated box: (side factor, centre x offset,
-    centre y offset), the offsets as fractions of the side."""
-    if jitter == "detector":
-        g = np.clip(rng.normal(size=3), -2.5, 2.5) * DETECTOR_JITTER_SD
-        return float(np.exp(g[0])), float(g[1]), float(g[2])
+def jitter_window(rng) -> tuple[float, float, float]:
+    """How one training crop strays from the annotated box, as if a detector had drawn it:
+    (side factor in [0.85, 1.15], centre x offset, centre y offset), the offsets within +-8 %
+    of the side."""
     return rng.uniform(0.85, 1.15), rng.uniform(-0.08, 0.08), rng.uniform(-0.08, 0.08)
 
 
-def jittered_view(rng, context: np.ndarray, size: int, jitter: str = "uniform") -> np.ndarray:
+def jittered_view(rng, context: np.ndarray, size: int) -> np.ndarray:
     """A device crop as if the detector's box were a little off in position and size."""
-    factor, dx, dy = jitter_window(rng, jitter)
+    factor, dx, dy = jitter_window(rng)
     side = CONTEXT_PX / CONTEXT * factor
     cx, cy = CONTEXT_PX / 2 + dx * side, CONTEXT_PX / 2 + dy * side
     return crop(context, Box(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), size)
 
 
-class ShuffledBatches(keras.utils.PyDataset):
-    """Batches of ``count`` samples, reshuffled every epoch when training; subclasses build
-    batch ``i`` from :meth:`indices`."""
-
-    def __init__(self, count: int, batch_size: int, seed: int, train: bool):
-        super().__init__()
-        self.batch_size, self.train = batch_size, train
-        self.rng = np.random.default_rng(seed)
-        self.order = np.arange(count)
-        self.on_epoch_end()
-
-    def __len__(self):
-        return int(np.ceil(len(self.order) / self.batch_size))
-
-    def on_epoch_end(self):
-        if self.train:
-            self.rng.shuffle(self.order)
-
-    def indices(self, i: int) -> np.ndarray:
-        return self.order[i * self.batch_size:(i + 1) * self.batch_size]
-
-
 class CropBatches(ShuffledBatches):
-    def __init__(self, crops: CropSet, size: int, batch_size: int, seed: int, train: bool,
-                 jitter: str = "uniform"):
-        self.crops, self.size, self.jitter = crops, size, jitter
+    def __init__(self, crops: CropSet, size: int, batch_size: int, seed: int, train: bool):
+        self.crops, self.size = crops, size
         super().__init__(len(crops.labels), batch_size, seed, train)
 
     def __getitem__(self, i):
@@ -175,7 +119,7 @@ class CropBatches(ShuffledBatches):
         for j in idx:
             ctx = self.crops.images[j]
             if self.train:
-                x = jittered_view(self.rng, ctx, self.size, self.jitter)
+                x = jittered_view(self.rng, ctx, self.size)
                 if self.rng.random() < 0.5:
                     x = x[:, ::-1]
                 x = photometric(self.rng, np.ascontiguousarray(x))
@@ -235,73 +179,51 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {k: float(v) for k, v in enumerate(w)}
 
 
+def val_figures(labels: np.ndarray, pred: np.ndarray) -> dict:
+    """The val figures of argmax verdicts ``pred``: accuracy, balanced accuracy, mask-vs-not."""
+    return {"val_accuracy": round(float(np.mean(pred == labels)), 4),
+            "val_balanced_accuracy": round(balanced_accuracy(labels, pred), 4),
+            "val_mask_vs_not": round(binary_accuracy(labels, pred), 4)}
+
+
 def train(data_dir: Path, weights_dir: Path, out_dir: Path, size: int = 128, epochs: int = 8,
           batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-          cache: Path | None = None, init: Path | None = None, jitter: str = "uniform",
-          boxes_from: str = ANNOTATION) -> dict:
+          cache: Path | None = None, init: Path | None = None) -> dict:
     """Train one classifier at ``size``; the epoch with the best val balanced accuracy +
     mask-vs-not accuracy is kept. ``init``: weights to start from (a run's best.weights.h5 of
-    the same size) instead of the ImageNet backbone alone; ``jitter``: one of JITTERS;
-    ``boxes_from``: where the train crops' boxes come from (``build_crops``)."""
-    if jitter not in JITTERS:
-        raise ValueError(f"jitter {jitter!r}: use one of {', '.join(JITTERS)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    the same size) instead of the ImageNet backbone alone."""
+    record = RunRecord(out_dir)
     keras.utils.set_random_seed(seed)
-    tr, va = load_crop_cache(data_dir, cache, boxes_from)
+    tr, va = load_crop_cache(data_dir, cache)
     model = build_model(size, weights_dir / MOBILENET_H5)
     if init is not None:
         model.load_weights(init)
     cw = class_weights(tr.labels)
     log.info("size %d: train %d crops %s, val %d, class weights %s", size, len(tr.labels),
              np.bincount(tr.labels).tolist(), len(va.labels), cw)
-    gen = CropBatches(tr, size, batch_size, seed, True, jitter)
-    steps = len(gen) * epochs
-    sched = keras.optimizers.schedules.CosineDecay(lr * 0.1, steps, warmup_target=lr,
-                                                   warmup_steps=steps // 10, alpha=0.01)
-    model.compile(keras.optimizers.Adam(sched),
-                  keras.losses.CategoricalCrossentropy(label_smoothing=0.05), metrics=["accuracy"])
-    best, history, t0 = -1.0, [], time.time()
-    for epoch in range(1, epochs + 1):
-        h = model.fit(gen, epochs=1, class_weight=cw, verbose=0)
-        pred = predict(model, va, size).argmax(1)
-        entry = {"epoch": epoch, "loss": round(h.history["loss"][-1], 4),
-                 "val_accuracy": round(float(np.mean(pred == va.labels)), 4),
-                 "val_balanced_accuracy": round(balanced_accuracy(va.labels, pred), 4),
-                 "val_mask_vs_not": round(binary_accuracy(va.labels, pred), 4),
-                 "seconds": round(time.time() - t0)}
-        history.append(entry)
-        log.info("size %d val: %s", size, json.dumps(entry))
-        score = entry["val_balanced_accuracy"] + entry["val_mask_vs_not"]
-        if score > best:
-            best = score
-            model.save_weights(out_dir / "best.weights.h5")
-            (out_dir / "best.json").write_text(json.dumps({**entry, "size": size, "jitter": jitter,
-                                                           "boxes_from": str(boxes_from)},
-                                                          indent=1))
-        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-    return json.loads((out_dir / "best.json").read_text())
+
+    def validate(model):
+        figures = val_figures(va.labels, predict(model, va, size).argmax(1))
+        return figures, figures["val_balanced_accuracy"] + figures["val_mask_vs_not"], \
+            {"size": size}
+
+    return fit_and_select(model, CropBatches(tr, size, batch_size, seed, True),
+                          keras.losses.CategoricalCrossentropy(label_smoothing=0.05), lr, epochs,
+                          record, validate, class_weight=cw, name=f"classifier {size}")
 
 
-def load_crop_cache(data_dir: Path, cache: Path | None, boxes_from: str | None = None):
-    """Train and val crops, built once and kept in ``cache`` (an .npz) when given. The train
-    crops' detect/ faces are cut around ``boxes_from``'s boxes (see ``build_crops``; val always
-    around the annotation); None takes a cache as it is, or builds with the annotation."""
+def load_crop_cache(data_dir: Path, cache: Path | None) -> tuple[CropSet, CropSet]:
+    """Train and val crops, built once and kept in ``cache`` (an .npz) when given."""
     if cache is not None and cache.is_file():
         z = np.load(cache, allow_pickle=False)
-        stored = str(z["train_boxes_from"]) if "train_boxes_from" in z else ANNOTATION
-        if boxes_from is not None and stored != str(boxes_from):
-            raise ValueError(f"{cache}: its train crops were cut around {stored}'s boxes, not "
-                             f"{boxes_from}'s; delete it or train into another --out")
         return tuple(CropSet(z[f"{p}_images"], z[f"{p}_labels"], z[f"{p}_source"], z[f"{p}_width"])
                      for p in ("train", "val"))
-    boxes_from = str(boxes_from or ANNOTATION)
-    tr = build_crops(data_dir, "train", boxes_from=boxes_from)
+    tr = build_crops(data_dir, "train")
     va = build_crops(data_dir, "val")
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, train_boxes_from=boxes_from,
-                 **{f"{p}_{k}": getattr(c, k) for p, c in (("train", tr), ("val", va))
-                    for k in ("images", "labels", "source", "width")})
+        np.savez(cache, **{f"{p}_{k}": getattr(c, k) for p, c in (("train", tr), ("val", va))
+                           for k in ("images", "labels", "source", "width")})
     return tr, va
 
 
@@ -332,8 +254,6 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
         "crop": {"shape": "square", "margin": MARGIN,
                  "rule": "side = max(w, h) * (1 + 2 * margin), centred on the face box"},
         "training": {"data": "shared/data detect/ boxes + classify/ photos, train split",
-                     "crop_jitter": best.get("jitter", "uniform"),
-                     "train_boxes_from": best.get("boxes_from", ANNOTATION),
                      "selected_on": "val split", "epoch": best["epoch"],
                      "val_float": {k: v for k, v in best.items() if k.startswith("val_")},
                      "val_int8_accuracy": round(float(np.mean(int8_pred.argmax(1) == va.labels)), 4),
@@ -378,36 +298,28 @@ def int8_probabilities(model_path: Path, crops: CropSet) -> np.ndarray:
     return p / p.sum(1, keepdims=True)
 
 
-def crop_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
-    """The selection metrics of ``train`` (argmax verdicts) for probabilities on crops."""
-    pred = probs.argmax(1)
-    return {"val_accuracy": round(float(np.mean(pred == labels)), 4),
-            "val_balanced_accuracy": round(balanced_accuracy(labels, pred), 4),
-            "val_mask_vs_not": round(binary_accuracy(labels, pred), 4)}
-
-
 def write_ensemble(out_path: Path, models: list[Path], data_dir: Path,
-                   cache: Path | None = None, boxes_from: str = ANNOTATION) -> dict:
+                   cache: Path | None = None) -> dict:
     """An ensemble spec for exported classifiers (their probabilities averaged), its flag
-    threshold chosen on val crops like a single model's, with each member's val figures.
-    ``boxes_from``: cut the val crops around this detector's boxes (``build_crops``), as the
-    members' train crops were cut."""
+    threshold chosen on val crops like a single model's, with each member's val figures. The
+    val crops come from ``cache`` (``classifier-train``'s) when it exists."""
     from convert import check_members
     from edge.classifier import ENSEMBLE_FORMAT, read_ensemble_spec
     out_path = Path(out_path)
     check_members(out_path, models, "ensemble members", "the labels and crop margin")
-    if boxes_from == ANNOTATION and cache is not None and cache.is_file():
+    if cache is not None and cache.is_file():
         va = load_crop_cache(data_dir, cache)[1]
     else:
-        va = build_crops(data_dir, "val", boxes_from=boxes_from)
+        va = build_crops(data_dir, "val")
     probs = [int8_probabilities(m, va) for m in models]
     mean = np.mean(probs, axis=0)
     spec = {"format": ENSEMBLE_FORMAT, "models": [m.name for m in models],
             "combine": "mean of the members' probabilities"}
     spec["flag_threshold"], choice = choose_flag_threshold(va, mean)
-    spec["val"] = {"crops": len(va.labels), "crops_cut_around": str(boxes_from),
-                   "ensemble": crop_metrics(va.labels, mean),
-                   "members": {m.name: crop_metrics(va.labels, p) for m, p in zip(models, probs)},
+    spec["val"] = {"crops": len(va.labels),
+                   "ensemble": val_figures(va.labels, mean.argmax(1)),
+                   "members": {m.name: val_figures(va.labels, p.argmax(1))
+                               for m, p in zip(models, probs)},
                    "flag_threshold_choice": choice}
     out_path.write_text(json.dumps(spec, indent=1) + "\n")
     read_ensemble_spec(out_path)

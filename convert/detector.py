@@ -1,7 +1,9 @@
-"""Fine-tune the res10 SSD for masked faces, select on val, and export int8 TFLite.
+"""Train a face detector for masked faces, select on val, and export int8 TFLite.
 
-The fine-tuned model keeps res10's layers and head shapes but uses priors designed for faces
-(slightly taller than wide, 8-400 px at 320x320), so small and masked faces get matched.
+Two architectures (:data:`ARCHS`): OpenCV's res10 SSD, fine-tuned, which keeps res10's layers and
+head shapes but uses priors designed for faces (slightly taller than wide, 8-400 px at
+320x320), so small and masked faces get matched; and SSDLite on the ImageNet MobileNetV2
+(:mod:`convert.ssdlite`), trained with the same kind of priors.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,6 +30,7 @@ import tensorflow as tf  # noqa: E402
 from convert import ssdlite  # noqa: E402
 from convert.augment import augment  # noqa: E402
 from convert.res10 import build_res10  # noqa: E402
+from convert.training import RunRecord, warmup_cosine  # noqa: E402
 from edge import ssd  # noqa: E402
 from edge.dataset import load_voc_dataset  # noqa: E402
 from edge.detector import SSDDecoder, softmax_face  # noqa: E402
@@ -71,18 +75,15 @@ class Arch(NamedTuple):
 ARCHS = {"res10": Arch("res10 SSD (OpenCV), fine-tuned with face priors", FACE_PRIOR_WIDTHS,
                        ("conv1", "layer_64")),
          "mnv2": Arch("SSDLite on MobileNetV2 (ImageNet backbone), trained with face priors",
-                      ssdlite.PRIOR_WIDTHS, ssdlite.STEM),
-         "mnv2fpn": Arch("SSDLite on MobileNetV2 (ImageNet backbone) with a top-down (FPN) path, "
-                         "trained with face priors", ssdlite.PRIOR_WIDTHS, ssdlite.STEM)}
-
-SSDLITE_ARCHS = ("mnv2", "mnv2fpn")  # same priors (convert.ssdlite.anchor_spec)
+                      ssdlite.PRIOR_WIDTHS, ssdlite.STEM)}
+# the faces whose val figures pick a training epoch or an exported model's threshold
+TUNE_RANGES = {">=40": "faces >= 40 px wide", "door": "faces >= 10% of the image width"}
 
 
 def build(weights_dir: Path, input_hw=(320, 320), arch: str = "res10"):
     """(Keras model, anchor spec at ``input_hw``) of the detector ``arch`` (see :data:`ARCHS`)."""
-    if arch in SSDLITE_ARCHS:
-        return ssdlite.build_ssdlite(weights_dir / ssdlite.BACKBONE_FILE, input_hw,
-                                     fpn=arch == "mnv2fpn")
+    if arch == "mnv2":
+        return ssdlite.build_ssdlite(weights_dir / ssdlite.BACKBONE_FILE, input_hw)
     if arch != "res10":
         raise ValueError(f"arch={arch!r}: expected one of {', '.join(ARCHS)}")
     model, caffe_spec, _ = build_res10(weights_dir / "deploy.prototxt",
@@ -286,49 +287,12 @@ def selection_score(rec: DetectionRecords, rng: str = ">=40") -> tuple[float, fl
     return rec.recall(thr, rng), thr, rec.summary(thr)
 
 
-class WeightAverage:
-    """An exponential moving average of ``variables`` (Polyak averaging): val selection and export
-    then see the average of the last few hundred steps instead of the last step's weights, which
-    wander from batch to batch.
-
-    ``update()`` goes in the training step after the optimizer; the decay ramps up as
-    ``min(momentum, (1 + n) / (10 + n))`` after n updates so the first steps are not weighed
-    down by the starting weights. ``with average.applied():`` swaps the averages in and the
-    trained weights back out afterwards."""
-
-    def __init__(self, variables, momentum: float):
-        if not 0.0 < momentum < 1.0:
-            raise ValueError(f"weight-average momentum must be in (0, 1), got {momentum}")
-        self.variables = list(variables)
-        self.momentum = momentum
-        self.shadow = [tf.Variable(keras.ops.convert_to_tensor(v), trainable=False)
-                       for v in self.variables]
-        self.updates = tf.Variable(0.0, trainable=False)
-
-    def update(self):
-        self.updates.assign_add(1.0)
-        decay = tf.minimum(self.momentum, (1.0 + self.updates) / (10.0 + self.updates))
-        for shadow, var in zip(self.shadow, self.variables):
-            shadow.assign(decay * shadow + (1.0 - decay) * keras.ops.convert_to_tensor(var))
-
-    @contextlib.contextmanager
-    def applied(self):
-        trained = [keras.ops.convert_to_numpy(v) for v in self.variables]
-        for shadow, var in zip(self.shadow, self.variables):
-            var.assign(shadow.numpy())
-        try:
-            yield
-        finally:
-            for value, var in zip(trained, self.variables):
-                var.assign(value)
-
-
 TRAIN_SIZES = (256, 320, 384, 448, 512)
 EVAL_SIZE = 448
 
 
 def specs_for(weights_dir: Path, sizes, arch: str = "res10") -> dict[int, ssd.AnchorSpec]:
-    if arch in SSDLITE_ARCHS:
+    if arch == "mnv2":
         return {s: ssdlite.anchor_spec((s, s)) for s in sizes}
     return {s: build(weights_dir, (s, s))[1] for s in sizes}
 
@@ -339,163 +303,159 @@ def run_arch(run_dir: Path) -> str:
     return json.loads(config.read_text()).get("arch", "res10") if config.exists() else "res10"
 
 
-def train(data_dir: Path, weights_dir: Path, out_dir: Path, epochs: int = 12, batch_size: int = 16,
-          lr: float = 5e-4, sizes=TRAIN_SIZES, eval_size: int = EVAL_SIZE, seed: int = 0,
-          max_steps: int | None = None, limit: int | None = None, init: Path | None = None,
-          select_on: str = ">=40", train_stem: bool = False, ignore: Path | None = None,
-          arch: str = "res10", average: float | None = None, qat: bool = False) -> Path:
-    """Multi-scale fine-tuning: one set of weights that works at every size in ``sizes``.
+@dataclass(frozen=True)
+class TrainOptions:
+    """How :func:`train` trains: the options of ``detector-train``."""
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 5e-4
+    sizes: tuple[int, ...] = TRAIN_SIZES  # square input sizes drawn per batch (multi-scale)
+    eval_size: int = EVAL_SIZE            # input size of the val selection
+    select_on: str = ">=40"               # faces whose val recall picks the epoch (TUNE_RANGES)
+    init: Path | None = None              # weights to start from (a run's best.weights.h5)
+    train_stem: bool = False              # train the stem too (ARCHS[arch].stem, frozen by default)
+    ignore: Path | None = None            # ignore file of train-image regions (pseudo_ignore)
+    arch: str = "res10"                   # a key of ARCHS
+    seed: int = 0
+    max_steps: int | None = None          # stop after this many steps (tests)
+    limit: int | None = None              # use the first N train images only (tests)
 
-    ``init``: weights to start from (a run's best.weights.h5) instead of OpenCV's res10;
-    ``select_on``: the faces whose val recall (at precision 0.90) plus 0.1 x AP picks the epoch:
-    ">=40" (at least 40 px wide) or "door" (at least 10% of the image width);
-    ``train_stem``: train the first two blocks too (frozen by default);
-    ``ignore``: an ignore file (:func:`pseudo_ignore`) of train-image regions to ignore;
-    ``arch``: "res10" (OpenCV's face SSD, fine-tuned), "mnv2" (SSDLite on the ImageNet
-    MobileNetV2, :mod:`convert.ssdlite`) or "mnv2fpn" (the same with a top-down path);
-    ``average``: a momentum such as 0.998 to select and save a moving average of the weights
-    (:class:`WeightAverage`) instead of the last step's;
-    ``qat``: train and select through the int8 rounding the export will apply
-    (:mod:`convert.qat`; activation ranges recalibrated on the export's representative images
-    before each val selection, at ``eval_size``)."""
-    if any(s % 64 for s in sizes):
-        raise ValueError("training sizes must be multiples of 64 so every stride divides them")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(seed)
-    specs = specs_for(weights_dir, set(sizes) | {eval_size}, arch)
-    model, _ = build(weights_dir, (None, None), arch)
-    if init is not None:
-        load_init(model, Path(init), weights_dir, arch)
+    def __post_init__(self):
+        if any(s % 64 for s in self.sizes):
+            raise ValueError(f"--sizes {' '.join(map(str, self.sizes))}: training sizes must be "
+                             "multiples of 64 (e.g. 256 320 448) so every stride divides them")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch={self.arch!r}: expected one of {', '.join(ARCHS)}")
+        if self.select_on not in TUNE_RANGES:
+            raise ValueError(f"select_on={self.select_on!r}: expected one of "
+                             f"{', '.join(TUNE_RANGES)}")
+        if self.init is not None:
+            if not Path(self.init).is_file():
+                raise FileNotFoundError(f"--init {self.init}: no such weights file (a run's "
+                                        "best.weights.h5)")
+            source = run_arch(Path(self.init).parent)
+            if source != self.arch:
+                raise ValueError(f"--init {self.init}: weights of a {source} run; train it with "
+                                 f"--arch {source}")
+
+    def config(self) -> dict:
+        """The run's ``config.json``: these options and the priors they train."""
+        return {"sizes": list(self.sizes), "eval_size": self.eval_size, "epochs": self.epochs,
+                "lr": self.lr, "batch_size": self.batch_size,
+                "init": str(self.init) if self.init else None, "select_on": self.select_on,
+                "train_stem": self.train_stem,
+                "ignore": str(self.ignore) if self.ignore else None, "arch": self.arch,
+                "prior_widths": ARCHS[self.arch].prior_widths, "prior_aspect": FACE_ASPECT}
+
+
+def trainable_model(weights_dir: Path, options: TrainOptions):
+    """The detector to train, at any input size: ``options.init``'s weights if given; the
+    BatchNormalization statistics and, unless ``train_stem``, the stem frozen."""
+    model, _ = build(weights_dir, (None, None), options.arch)
+    if options.init is not None:
+        model.load_weights(options.init)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False  # batches are small; keep the pretrained statistics
-        if not train_stem and layer.name.startswith(ARCHS[arch].stem):
+        if not options.train_stem and layer.name.startswith(ARCHS[options.arch].stem):
             layer.trainable = False  # low-level filters transfer; saves the costliest backprop
-    (out_dir / "config.json").write_text(json.dumps(
-        {"sizes": list(sizes), "eval_size": eval_size, "epochs": epochs, "lr": lr,
-         "batch_size": batch_size, "init": str(init) if init else None, "select_on": select_on,
-         "train_stem": train_stem, "ignore": str(ignore) if ignore else None, "arch": arch,
-         "average": average, "qat": qat,
-         "prior_widths": ARCHS[arch].prior_widths,
-         "prior_aspect": FACE_ASPECT}, indent=1))
-    train_s = load_voc_dataset(data_dir, "train")
-    val_s = load_voc_dataset(data_dir, "val")
-    if limit:
-        train_s, val_s = train_s[:limit], val_s[:max(8, limit // 4)]
-    log.info("train %d images, val %d images, sizes %s", len(train_s), len(val_s), sizes)
-    train_data = load_images(train_s, 800, read_ignore(ignore) if ignore else None)
-    val_images = [cv2.imread(str(s.image)) for s in val_s]
-    steps_per_epoch = len(train_data) // batch_size
-    total = steps_per_epoch * epochs if max_steps is None else max_steps
-    sched = keras.optimizers.schedules.CosineDecay(lr * 0.1, total, warmup_target=lr,
-                                                   warmup_steps=min(300, total // 10),
-                                                   alpha=0.02)
-    opt = keras.optimizers.Adam(sched)
-    averaged = WeightAverage(model.trainable_variables, average) if average else None
-    net = model
-    if qat:
-        from convert import qat as fake_quant
-        net = fake_quant.fake_quant_model(model)
-        calib = calibration_images(data_dir, (eval_size, eval_size), CALIBRATION_IMAGES)
-        fake_quant.calibrate(net, calib)
+    return model
 
+
+def training_step(model, optimizer):
+    """One optimiser step on a batch: (images, prior labels, loc targets) -> (conf, loc) loss."""
     @tf.function(reduce_retracing=True)
     def step(x, labels, loc_t):
         with tf.GradientTape() as tape:
-            out = net(x, training=True)
+            out = model(x, training=True)
             cl, ll = ssd_loss(labels, loc_t, out["loc"], out["conf"])
             loss = cl + ll
         grads = tape.gradient(loss, model.trainable_variables)
-        opt.apply_gradients(zip(grads, model.trainable_variables))
-        if averaged is not None:
-            averaged.update()
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return cl, ll
+    return step
 
+
+@contextlib.contextmanager
+def prefetched(produce, depth: int = 6):
+    """Run ``produce(stop)`` (a generator that ends when the event ``stop`` is set) on a thread,
+    ``depth`` items ahead; yields a function that returns the next item."""
     stop = threading.Event()
-    q: queue.Queue = queue.Queue(maxsize=6)
+    q: queue.Queue = queue.Queue(maxsize=depth)
 
     def producer():
-        for b in batches(train_data, {s: specs[s] for s in sizes}, batch_size, seed, stop):
+        for item in produce(stop):
             while not stop.is_set():
                 try:
-                    q.put(b, timeout=1)
+                    q.put(item, timeout=1)
                     break
                 except queue.Full:
                     pass
 
     threading.Thread(target=producer, daemon=True).start()
-    best, done, history = -1.0, 0, []
-    t0 = time.time()
     try:
-        for epoch in range(1, epochs + 1):
+        yield q.get
+    finally:
+        stop.set()
+
+
+def val_entry(model, spec: ssd.AnchorSpec, val_s, val_images, select_on: str
+              ) -> tuple[dict, float]:
+    """The val figures of one epoch and its selection score: recall of the ``select_on`` faces
+    at precision 0.90, plus 0.1 x their AP."""
+    rec = evaluate_keras(model, spec, val_s, val_images)
+    recall, thr, summary = selection_score(rec, select_on)
+    ap = rec.average_precision(select_on)
+    return {f"val_recall_{select_on}_at_p90": round(recall, 4), "val_threshold": round(thr, 3),
+            f"val_ap_{select_on}": round(ap, 4), "val_ap": summary["ap"],
+            "val_ap_>=40": summary["ap_>=40"], "val_recall": summary["recall"]}, recall + 0.1 * ap
+
+
+def train(data_dir: Path, weights_dir: Path, out_dir: Path,
+          options: TrainOptions = TrainOptions()) -> Path:
+    """Multi-scale fine-tuning: one set of weights that works at every size in
+    ``options.sizes``; each epoch is scored on val (:func:`val_entry`) and the best one kept in
+    ``out_dir`` (:class:`convert.training.RunRecord`). Returns its weights file."""
+    record = RunRecord(out_dir)
+    keras.utils.set_random_seed(options.seed)
+    specs = specs_for(weights_dir, set(options.sizes) | {options.eval_size}, options.arch)
+    model = trainable_model(weights_dir, options)
+    (out_dir / "config.json").write_text(json.dumps(options.config(), indent=1))
+    train_s = load_voc_dataset(data_dir, "train")
+    val_s = load_voc_dataset(data_dir, "val")
+    if options.limit:
+        train_s, val_s = train_s[:options.limit], val_s[:max(8, options.limit // 4)]
+    log.info("train %d images, val %d images, sizes %s", len(train_s), len(val_s), options.sizes)
+    train_data = load_images(train_s, 800, read_ignore(options.ignore) if options.ignore else None)
+    val_images = [cv2.imread(str(s.image)) for s in val_s]
+    total = options.max_steps or len(train_data) // options.batch_size * options.epochs
+    optimizer = keras.optimizers.Adam(warmup_cosine(options.lr, total,
+                                                    min(300, total // 10), alpha=0.02))
+    step = training_step(model, optimizer)
+    train_specs = {s: specs[s] for s in options.sizes}
+    done, t0 = 0, time.time()
+    with prefetched(lambda stop: batches(train_data, train_specs, options.batch_size,
+                                         options.seed, stop)) as next_batch:
+        for epoch in range(1, options.epochs + 1):
             losses = []
-            while True:
-                b = q.get()
-                if b is None:
-                    break
+            while done < total and (b := next_batch()) is not None:
                 cl, ll = step(tf.constant(b[0]), tf.constant(b[1]), tf.constant(b[2]))
                 losses.append((float(cl), float(ll)))
                 done += 1
                 if done % 20 == 0:
                     m = np.mean(losses[-20:], 0)
-                    log.info("epoch %d step %d/%d conf %.3f loc %.3f (%.1f s)", epoch, done, total,
-                             m[0], m[1], time.time() - t0)
-                if max_steps is not None and done >= max_steps:
-                    break
-            # val selection and the saved weights see the same (averaged) weights: one swap
-            with averaged.applied() if averaged else contextlib.nullcontext():
-                if qat:  # the ranges the export would pick for these weights
-                    fake_quant.calibrate(net, calib)
-                rec = evaluate_keras(net, specs[eval_size], val_s, val_images)
-                score, thr, summ = selection_score(rec, select_on)
-                ap = rec.average_precision(select_on)
-                improved = score + 0.1 * ap > best
-                if improved:
-                    best = score + 0.1 * ap
-                    model.save_weights(out_dir / "best.weights.h5")
+                    log.info("epoch %d step %d/%d conf %.3f loc %.3f (%.1f s)", epoch, done,
+                             total, m[0], m[1], time.time() - t0)
+            figures, score = val_entry(model, specs[options.eval_size], val_s, val_images,
+                                       options.select_on)
             entry = {"epoch": epoch, "steps": done, "loss": np.mean(losses, 0).round(4).tolist(),
-                     "eval_size": eval_size, "select_on": select_on,
-                     f"val_recall_{select_on}_at_p90": round(score, 4),
-                     "val_threshold": round(thr, 3), f"val_ap_{select_on}": round(ap, 4),
-                     "val_ap": summ["ap"], "val_ap_>=40": summ["ap_>=40"],
-                     "val_recall": summ["recall"], "seconds": round(time.time() - t0)}
-            history.append(entry)
+                     "eval_size": options.eval_size, "select_on": options.select_on, **figures,
+                     "seconds": round(time.time() - t0)}
             log.info("val: %s", json.dumps(entry))
-            (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-            if improved:
-                (out_dir / "best.json").write_text(json.dumps(entry, indent=1))
-            if max_steps is not None and done >= max_steps:
+            record.add(model, entry, score)
+            if done >= total:
                 break
-    finally:
-        stop.set()
     return out_dir / "best.weights.h5"
-
-
-def load_init(model, init: Path, weights_dir: Path, arch: str) -> None:
-    """Load a run's ``best.weights.h5`` into ``model``. A run of another architecture (its
-    ``config.json`` says which, e.g. a plain SSDLite into the FPN one) is loaded into its own
-    model and copied layer by layer by name; the layers it lacks keep their initialisation."""
-    if not init.is_file():
-        raise FileNotFoundError(f"--init {init}: no such weights file (a run's best.weights.h5)")
-    source = run_arch(init.parent) if (init.parent / "config.json").is_file() else arch
-    if source == arch:
-        model.load_weights(init)
-        return
-    other, _ = build(weights_dir, (None, None), source)
-    other.load_weights(init)
-    names = {layer.name for layer in model.layers}
-    source_names = {layer.name for layer in other.layers}
-    missing = [layer.name for layer in other.layers if layer.weights and layer.name not in names]
-    if missing:
-        raise ValueError(f"--init {init}: a {source} run does not fit arch {arch} "
-                         f"(layers {', '.join(missing[:3])} have no counterpart)")
-    for layer in other.layers:
-        if layer.weights:
-            model.get_layer(layer.name).set_weights(layer.get_weights())
-    fresh = [layer.name for layer in model.layers
-             if layer.weights and layer.name not in source_names]
-    log.info("--init %s (%s): copied by layer name; new layers: %s", init, source,
-             ", ".join(fresh) or "none")
 
 
 def calibration_images(data_dir: Path, hw, count: int, seed: int = 0):
@@ -545,9 +505,6 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
     log.info("exported %s (%.1f MB), threshold %.4f, val: %s", out_path,
              out_path.stat().st_size / 1e6, meta["score_threshold"], meta["training"]["val_int8"])
     return meta
-
-
-TUNE_RANGES = {">=40": "faces >= 40 px wide", "door": "faces >= 10% of the image width"}
 
 
 def write_multipass(out: Path, models: list[Path], flip: bool, data_dir: Path,

@@ -1,4 +1,4 @@
-"""SSDLite on the MobileNetV2 backbone: the alternative to res10 that the detector issue names.
+"""SSDLite on MobileNetV2: the architecture of the shipped `full` and `door` detectors.
 
 The backbone is Keras's MobileNetV2 (width 1.0) with the ImageNet weights in ``shared/weights``;
 SSD heads read five feature maps, at strides 8 (``block_6_expand_relu``), 16
@@ -9,13 +9,6 @@ Like the res10 model it takes BGR pixels 0..255 (the scaling to [-1, 1] is a lay
 BGR->RGB swap is folded into the first convolution) and returns ``loc`` (1, N, 4) and ``conf``
 (1, N, 2), so training, export and the device's decoder are the same as for res10; only the
 anchor spec differs (:func:`anchor_spec`).
-
-``fpn=True`` adds a light top-down path (as in FPN): the stride-32 bottleneck
-(``block_16_project_BN``, 320 channels) and then the enriched stride-16 map each pass through a
-1x1 convolution, are upsampled x2, added to the next finer tap and clipped to [0, 6] like that
-tap, so the stride-8 and stride-16 heads, which find the small faces, also see deeper features.
-Those 1x1 convolutions start at zero: an FPN model warm-started from a plain SSDLite run gives
-exactly that run's output at step 0.
 """
 
 from __future__ import annotations
@@ -26,7 +19,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 from keras import layers  # noqa: E402
 
 from edge.ssd import AnchorSpec, FeatureMapSpec  # noqa: E402
@@ -34,7 +26,6 @@ from edge.ssd import AnchorSpec, FeatureMapSpec  # noqa: E402
 BACKBONE_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 TAPS = ("block_6_expand_relu", "block_13_expand_relu", "out_relu")  # strides 8, 16, 32
 EXTRA_CHANNELS = (256, 128)  # the stride-64 and stride-128 blocks
-FPN_SOURCE = "block_16_project_BN"  # stride 32, 320 channels: the top-down path's start
 STEM = ("Conv1", "bn_Conv1", "Conv1_relu", "expanded_conv_", "block_1_", "block_2_")  # stride <= 4
 # Face widths (px at the model input) of the priors of each head; height = 1.2 x width.
 PRIOR_WIDTHS = (
@@ -85,43 +76,15 @@ def _extra(x, channels: int, name: str):
     return layers.ReLU(6.0, name=f"{name}_out_relu")(x)
 
 
-class Upsample2x(layers.Layer):
-    """Nearest-neighbour x2 upsampling that converts to one RESIZE_NEAREST_NEIGHBOR (version 1,
-    on the Edge TPU's list) instead of the RESHAPE + TILE pairs of ``UpSampling2D``; same values."""
-
-    def call(self, x):
-        h, w = x.shape[1:3]  # static at export (a constant size keeps every shape static)
-        size = [2 * h, 2 * w] if h is not None and w is not None else tf.shape(x)[1:3] * 2
-        return tf.raw_ops.ResizeNearestNeighbor(images=x, size=size, align_corners=False,
-                                                half_pixel_centers=False)
-
-    def compute_output_shape(self, shape):
-        return (shape[0], *(None if n is None else 2 * n for n in shape[1:3]), shape[3])
-
-
-def _top_down(coarse, fine, name: str):
-    """``fine`` + upsampled 1x1 projection of ``coarse`` (the projection starts at zero)."""
-    x = layers.Conv2D(fine.shape[-1], 1, kernel_initializer="zeros", name=f"{name}_lateral")(coarse)
-    x = Upsample2x(name=f"{name}_up")(x)
-    x = layers.Add(name=f"{name}_add")([fine, x])
-    # bounded like the ReLU6 tap it replaces, so the heads' int8 input step stays as fine as
-    # in the plain model (unbounded, the sums spanned about -13..17)
-    return layers.ReLU(6.0, name=f"{name}_relu")(x)
-
-
-def build_ssdlite(backbone: str | Path | None, input_hw=(320, 320), fpn: bool = False
+def build_ssdlite(backbone: str | Path | None, input_hw=(320, 320)
                   ) -> tuple[keras.Model, AnchorSpec | None]:
     """(model, anchor spec at ``input_hw``); ``input_hw=(None, None)`` gives a model for any
     size (multiple of 64 for training) and no spec. ``backbone``: the ImageNet weights file
-    (None: random, for tests). ``fpn``: add the top-down path (input sides must then be
-    multiples of 32, so that each upsampled map matches the finer one)."""
+    (None: random, for tests)."""
     if backbone is not None and not Path(backbone).is_file():
         raise FileNotFoundError(f"{backbone}: the MobileNetV2 ImageNet backbone is missing; "
                                 f"pass the folder that holds {BACKBONE_FILE} (--weights)")
     h, w = input_hw
-    if fpn and any(side is not None and side % 32 for side in (h, w)):
-        raise ValueError(f"input {h}x{w}: the SSDLite-FPN detector needs sides that are "
-                         f"multiples of 32 (e.g. 256, 448, 544, 768)")
     inp = keras.Input((h, w, 3), name="image_bgr")
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name="to_unit")(inp)
     base = keras.applications.MobileNetV2(input_tensor=x, alpha=1.0, include_top=False,
@@ -131,9 +94,6 @@ def build_ssdlite(backbone: str | Path | None, input_hw=(320, 320), fpn: bool = 
     kernel[0] = kernel[0][:, :, ::-1, :].copy()  # the device feeds BGR
     conv1.set_weights(kernel)
     feats = [base.get_layer(n).output for n in TAPS]
-    if fpn:
-        feats[1] = _top_down(base.get_layer(FPN_SOURCE).output, feats[1], "fpn16")
-        feats[0] = _top_down(feats[1], feats[0], "fpn8")
     x = feats[-1]
     for i, ch in enumerate(EXTRA_CHANNELS):
         x = _extra(x, ch, f"extra{i + 1}")
@@ -143,8 +103,7 @@ def build_ssdlite(backbone: str | Path | None, input_hw=(320, 320), fpn: bool = 
     confs = [_head(f, len(wd), 2, f"head{i}_conf") for i, (f, wd) in heads]
     loc = layers.Concatenate(axis=1, name="loc")(locs)
     conf = layers.Concatenate(axis=1, name="conf")(confs)
-    model = keras.Model(inp, {"loc": loc, "conf": conf},
-                        name="ssdlite_fpn_mobilenetv2" if fpn else "ssdlite_mobilenetv2")
+    model = keras.Model(inp, {"loc": loc, "conf": conf}, name="ssdlite_mobilenetv2")
     _init_face_prior(model, math.log(PRIOR_FACE / (1 - PRIOR_FACE)))
     return model, (anchor_spec(input_hw) if h is not None else None)
 

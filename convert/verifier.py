@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from convert.augment import photometric  # noqa: E402
-from convert.classifier import MOBILENET_H5, ShuffledBatches, mobilenet_features  # noqa: E402
+from convert.classifier import MOBILENET_H5, mobilenet_features  # noqa: E402
+from convert.training import RunRecord, ShuffledBatches, fit_and_select  # noqa: E402
 from edge.crops import crop  # noqa: E402
 from edge.dataset import load_voc_dataset  # noqa: E402
 from edge.evaluate import DetectionRecords, face_arrays  # noqa: E402
@@ -247,7 +247,7 @@ def train(train_set: Path, val_set: Path, weights_dir: Path, out_dir: Path, epoc
     """Train on ``train_set``, keep the epoch whose val proposals, rescored and refined, give
     the most recall of faces >= 40 px at precision 0.90 plus 0.1 x AP (best over the alpha and
     box step candidates). 1e-3 collapsed to a constant output here; 3e-4 trains."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    record = RunRecord(out_dir)
     keras.utils.set_random_seed(seed)
     tr, va = ProposalSet.load(train_set), ProposalSet.load(val_set)
     model = build_model(SIZE, weights_dir / MOBILENET_H5)
@@ -256,32 +256,20 @@ def train(train_set: Path, val_set: Path, weights_dir: Path, out_dir: Path, epoc
     log.info("train %d proposals (%d faces, %d background), val %d; val detector alone: %s",
              len(tr.label), (tr.label == 1).sum(), (tr.label == 0).sum(), len(va.label),
              json.dumps(baseline(va)))
-    gen = ProposalBatches(tr, batch_size, seed, True)
-    steps = len(gen) * epochs
-    sched = keras.optimizers.schedules.CosineDecay(lr * 0.1, steps, warmup_target=lr,
-                                                   warmup_steps=steps // 10, alpha=0.01)
-    model.compile(keras.optimizers.Adam(sched),
-                  {"face_logit": score_loss, "box_delta": box_loss})
-    best, history, t0 = -1.0, [], time.time()
-    for epoch in range(1, epochs + 1):
-        h = model.fit(gen, epochs=1, verbose=0)
+
+    def validate(model):
         logits, deltas = predict(model, va)
         rows = [evaluate(va, logits, deltas, a, b) for a in ALPHAS for b in BOX_STEPS]
-        lab = va.label >= 0
-        entry = {"epoch": epoch, "loss": round(h.history["loss"][-1], 4),
-                 "val_proposal_accuracy": round(float(np.mean(
-                     (logits[lab] > 0) == (va.label[lab] == 1))), 4),
-                 "val": rows, "seconds": round(time.time() - t0)}
-        history.append(entry)
-        log.info("epoch %d: %s", epoch, json.dumps(entry))
+        scored = va.label >= 0
+        figures = {"val_proposal_accuracy": round(float(np.mean(
+                       (logits[scored] > 0) == (va.label[scored] == 1))), 4),
+                   "val": rows}
         top = max(rows, key=lambda r: (r["recall_40"] + 0.1 * r["ap_40"], r["ap_40"]))
-        score = top["recall_40"] + 0.1 * top["ap_40"]
-        if score > best:
-            best = score
-            model.save_weights(out_dir / "best.weights.h5")
-            (out_dir / "best.json").write_text(json.dumps({**entry, "selected": top}, indent=1))
-        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
-    return json.loads((out_dir / "best.json").read_text())
+        return figures, top["recall_40"] + 0.1 * top["ap_40"], {"selected": top}
+
+    return fit_and_select(model, ProposalBatches(tr, batch_size, seed, True),
+                          {"face_logit": score_loss, "box_delta": box_loss}, lr, epochs, record,
+                          validate, name="verifier")
 
 
 def int8_outputs(model_path: Path, ps: ProposalSet, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:

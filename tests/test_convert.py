@@ -1,6 +1,7 @@
 """convert/: quantise a rebuilt SSD and load it through the device's own loader."""
 
 import json
+import shlex
 
 import cv2
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from conftest import FIXTURE_IMAGES, needs_tensorflow
 
 
-@pytest.mark.parametrize("arch", ["res10", "mnv2", "mnv2fpn"])
+@pytest.mark.parametrize("arch", ["res10", "mnv2"])
 def test_int8_detector_loads_and_detects_through_edge(arch, shared_weights, tmp_path):
     """Both architectures `convert detector-train --arch` offers quantise to int8, load
     through the device's loader and track their float model."""
@@ -25,7 +26,6 @@ def test_int8_detector_loads_and_detects_through_edge(arch, shared_weights, tmp_
     out = to_int8_tflite(model, lambda: iter(images), tmp_path / "d.tflite", batch_of_one=True)
     _, ops = op_counts(out)  # static shapes, only ops the Edge TPU compiler maps
     assert not {"SHAPE", "TILE", "SPACE_TO_BATCH_ND"} & set(ops), ops
-    assert ("RESIZE_NEAREST_NEIGHBOR" in ops) == (arch == "mnv2fpn")
     (tmp_path / "d.json").write_text(json.dumps({"anchors": spec.to_dict(), "score_threshold": 0.3}))
     det = FaceDetector(out)
     assert det.model.input.dtype is np.uint8 and det.input_hw == hw
@@ -181,23 +181,21 @@ def test_pseudo_ignore_finds_unannotated_faces_only(tmp_path):
         read_ignore(tmp_path / "bad.json")
 
 
-@pytest.mark.parametrize("arch", ["mnv2", "mnv2fpn"])
-def test_ssdlite_anchor_spec_matches_its_heads_at_any_size(arch, tmp_path):
-    """The SSDLite-MobileNetV2 alternative, plain and with the top-down path: one output row
-    per prior of the anchor spec that training matches against (``specs_for``), at square and
-    4:3 sizes; every prior starts at p(face) = 0.01."""
+def test_ssdlite_anchor_spec_matches_its_heads_at_any_size(tmp_path):
+    """SSDLite-MobileNetV2: one output row per prior of the anchor spec that training matches
+    against (``specs_for``), at square and 4:3 sizes; every prior starts at p(face) = 0.01."""
     needs_tensorflow()
     from convert.detector import specs_for
     from convert.ssdlite import PRIOR_FACE, PRIOR_WIDTHS, anchor_spec, build_ssdlite
 
-    model, spec = build_ssdlite(None, (None, None), fpn=arch == "mnv2fpn")
+    model, spec = build_ssdlite(None, (None, None))
     assert spec is None
     for hw in ((128, 128), (192, 256), (224, 160)):
         out = model(np.zeros((1, *hw, 3), np.float32))
         spec = anchor_spec(hw)
         assert out["loc"].shape == (1, spec.count, 4) and out["conf"].shape == (1, spec.count, 2)
         assert spec.feature_maps[0].size == (hw[0] // 8, hw[1] // 8)
-    for size, train_spec in specs_for(tmp_path, (128, 256), arch).items():
+    for size, train_spec in specs_for(tmp_path, (128, 256), "mnv2").items():
         out = model(np.zeros((1, size, size, 3), np.float32))
         assert out["conf"].shape == (1, train_spec.count, 2)
     for i in range(len(PRIOR_WIDTHS)):
@@ -237,107 +235,141 @@ def test_detector_arch_errors_name_the_fix(tmp_path):
     assert run_arch(tmp_path) == "mnv2"
 
 
-def test_fpn_detector_warm_starts_from_a_plain_ssdlite_run(shared_weights, tmp_path):
-    """--init of an mnv2 run into mnv2fpn copies every layer by name; the top-down laterals
-    start at zero, so the FPN model's output equals the plain run's until training moves it."""
+def test_detector_training_options_refuse_what_cannot_train(tmp_path):
+    """`detector-train`'s options are checked before any data is read."""
     needs_tensorflow()
-    from convert.detector import build, load_init
+    from convert.detector import TrainOptions
 
-    plain, _ = build(shared_weights, (None, None), "mnv2")
-    for layer in plain.layers:  # stand-in for trained weights: perturb every head
-        if layer.name.startswith("head"):
-            layer.set_weights([w + 0.01 * np.random.default_rng(0).standard_normal(w.shape)
-                               for w in layer.get_weights()])
-    run = tmp_path / "run"
-    run.mkdir()
-    plain.save_weights(run / "best.weights.h5")
-    (run / "config.json").write_text(json.dumps({"arch": "mnv2"}))
-    fpn, _ = build(shared_weights, (None, None), "mnv2fpn")
-    before = fpn.get_layer("head0_conf_pw").get_weights()[0].copy()
-    load_init(fpn, run / "best.weights.h5", shared_weights, "mnv2fpn")
-    assert not np.allclose(before, fpn.get_layer("head0_conf_pw").get_weights()[0])
-    x = cv2.resize(cv2.imread(str(FIXTURE_IMAGES[0])), (128, 128)).astype(np.float32)[None]
-    a, b = fpn(x), plain(x)
-    np.testing.assert_allclose(a["conf"].numpy(), b["conf"].numpy(), atol=1e-5)
-    np.testing.assert_allclose(a["loc"].numpy(), b["loc"].numpy(), atol=1e-5)
-    # an FPN run does not fit the plain model; sides that are no multiple of 32 are refused
-    fpn.save_weights(tmp_path / "fpn.weights.h5")
-    (tmp_path / "config.json").write_text(json.dumps({"arch": "mnv2fpn"}))
-    with pytest.raises(ValueError, match="does not fit arch mnv2"):
-        load_init(plain, tmp_path / "fpn.weights.h5", shared_weights, "mnv2")
+    with pytest.raises(ValueError, match="multiples of 64"):
+        TrainOptions(sizes=(256, 300))
+    with pytest.raises(ValueError, match="expected one of res10, mnv2"):
+        TrainOptions(arch="mnv2fpn")
+    with pytest.raises(ValueError, match="select_on='all': expected one of >=40, door"):
+        TrainOptions(select_on="all")
     with pytest.raises(FileNotFoundError, match="no such weights file"):
-        load_init(plain, tmp_path / "none.weights.h5", shared_weights, "mnv2")
-    with pytest.raises(ValueError, match="multiples of 32"):
-        build(shared_weights, (300, 300), "mnv2fpn")
+        TrainOptions(init=tmp_path / "none.weights.h5")
+    (tmp_path / "best.weights.h5").write_bytes(b"")
+    (tmp_path / "config.json").write_text(json.dumps({"arch": "mnv2"}))
+    with pytest.raises(ValueError, match="weights of a mnv2 run; train it with --arch mnv2"):
+        TrainOptions(init=tmp_path / "best.weights.h5")
+    assert TrainOptions(init=tmp_path / "best.weights.h5", arch="mnv2").arch == "mnv2"
 
 
-def test_weight_average_tracks_and_swaps_in_and_out():
+def _tiny_split(data, detect="."):
+    """The fixture photos as detect/ data in ``data / detect``, split by ``data/splits.csv``:
+    the last two photos val, the others train."""
+    import shutil
+
+    from conftest import FIXTURES
+    shutil.copytree(FIXTURES / "andrewmvd", data / detect / "andrewmvd")
+    names = sorted(p.name for p in (data / detect / "andrewmvd" / "images").iterdir())
+    folder = "" if detect == "." else f"{detect}/"
+    rows = [f"{folder}andrewmvd/images/{n},{'val' if i >= len(names) - 2 else 'train'}"
+            for i, n in enumerate(names)]
+    (data / "splits.csv").write_text("image,split\n" + "\n".join(rows) + "\n")
+
+
+def test_detector_training_end_to_end_saves_weights_the_export_loads(shared_weights, tmp_path):
+    """`convert detector-train --arch mnv2` on a tiny dataset: it trains, scores the epoch on
+    val, records the run and saves float weights that the export's fixed-size model loads."""
     needs_tensorflow()
-    import keras
-    import tensorflow as tf
+    from convert.detector import TrainOptions, build, run_arch, train
 
-    from convert.detector import WeightAverage
-
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    kernel = model.trainable_variables[0]
-    start = keras.ops.convert_to_numpy(kernel).copy()
-    average = WeightAverage(model.trainable_variables, 0.9)
-    update = tf.function(average.update)
-    kernel.assign(start + 1.0)
-    update()  # first decay is min(0.9, 2/11): the new weights dominate
-    np.testing.assert_allclose(average.shadow[0].numpy(), start + 9 / 11, rtol=1e-5)
-    for _ in range(200):
-        update()  # decay reaches 0.9; the average converges on the held weights
-    np.testing.assert_allclose(average.shadow[0].numpy(), start + 1.0, atol=1e-4)
-    kernel.assign(start + 5.0)
-    with average.applied():
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), start + 1.0, atol=1e-4)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), start + 5.0)
-    with pytest.raises(ValueError, match="momentum must be in"):
-        WeightAverage(model.trainable_variables, 1.0)
+    _tiny_split(tmp_path / "detect")
+    run = train(tmp_path / "detect", shared_weights, tmp_path / "run",
+                TrainOptions(epochs=1, batch_size=2, sizes=(128,), eval_size=128, arch="mnv2",
+                             max_steps=2))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    best = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert config["arch"] == run_arch(tmp_path / "run") == "mnv2" and config["sizes"] == [128]
+    assert history[0]["steps"] == 2 and best == history[0]
+    assert 0.0 <= best["val_recall_>=40_at_p90"] <= 1.0 and len(best["loss"]) == 2
+    model, _ = build(shared_weights, (128, 128), "mnv2")
+    before = model.get_layer("head0_conf_pw").get_weights()[0].copy()
+    model.load_weights(run)  # what `detector-export` quantises
+    assert not np.allclose(before, model.get_layer("head0_conf_pw").get_weights()[0])
 
 
-def test_classifier_crop_jitter_spreads_as_measured():
-    """'uniform' keeps the shipped models' window (size +-15 %, centre +-8 %); 'detector'
-    strays like the detector's boxes were measured to (Gaussian sds, clipped at 2.5 sd); an
-    unknown jitter is refused before any training."""
+def test_classifier_crop_window_strays_like_a_detector_box():
+    """The training crop's window: side x [0.85, 1.15], centre within +-8 % of the side."""
     needs_tensorflow()
-    from convert.classifier import DETECTOR_JITTER_SD, jitter_window, train
+    from convert.classifier import jitter_window
     rng = np.random.default_rng(0)
-    u = np.array([jitter_window(rng, "uniform") for _ in range(4000)])
+    u = np.array([jitter_window(rng) for _ in range(4000)])
     assert 0.85 <= u[:, 0].min() and u[:, 0].max() <= 1.15
     assert np.abs(u[:, 1:]).max() <= 0.08
-    d = np.array([jitter_window(rng, "detector") for _ in range(4000)])
-    spread = np.array([np.log(d[:, 0]).std(), d[:, 1].std(), d[:, 2].std()])
-    assert np.allclose(spread, DETECTOR_JITTER_SD, rtol=0.08)
-    assert np.abs(np.log(d[:, 0])).max() <= 2.5 * DETECTOR_JITTER_SD[0] + 1e-9
-    with pytest.raises(ValueError, match="jitter 'wide': use one of uniform, detector"):
-        train(None, None, None, jitter="wide")
+    assert u[:, 0].std() > 0.05 and u[:, 1:].std(0).min() > 0.02  # it does stray
 
 
-def test_classifier_crops_can_be_cut_around_the_detectors_boxes(tmp_path):
-    """`classifier-train --boxes-from verified`: the same faces with the same labels, each
-    crop cut around the detector's box where one matches the face; a crop cache remembers
-    which boxes cut it and refuses to serve another choice."""
+def test_classifier_train_keeps_the_best_epoch_and_exports_what_the_device_loads(
+        shared_weights, tmp_path):
+    """`convert classifier-train` then `classifier-export` on the fixture faces: every epoch in
+    history.json, the best one (val balanced accuracy + mask-vs-not) in best.json and
+    best.weights.h5, and an int8 model with its sidecar that the device's loader reads."""
     needs_tensorflow()
-    import shutil
-    from conftest import FIXTURES
-    from convert.classifier import build_crops, load_crop_cache
+    from convert.classifier import export, train
+    from edge.classifier import MaskClassifier
+
     data = tmp_path / "data"
-    shutil.copytree(FIXTURES / "andrewmvd", data / "detect" / "andrewmvd")
-    images = sorted((data / "detect" / "andrewmvd" / "images").iterdir())
-    rows = [f"detect/andrewmvd/images/{p.name},{'val' if i == 0 else 'train'}"
-            for i, p in enumerate(images)]
-    (data / "splits.csv").write_text("image,split\n" + "\n".join(rows) + "\n")
-    plain = build_crops(data, "train", include_classify=False)
-    cut = build_crops(data, "train", include_classify=False, boxes_from="verified")
-    assert len(cut.labels) == len(plain.labels) >= 3
-    assert (cut.labels == plain.labels).all() and np.array_equal(cut.width, plain.width)
-    moved = [not np.array_equal(a, b) for a, b in zip(plain.images, cut.images)]
-    assert sum(moved) >= len(moved) // 2      # the detector finds most fixture faces
-    cache = tmp_path / "crops.npz"
-    tr, _ = load_crop_cache(data, cache, "verified")
-    assert np.array_equal(tr.images[:len(cut.labels)], cut.images[:len(cut.labels)])
-    assert load_crop_cache(data, cache)[0].images.shape == tr.images.shape   # as it is
-    with pytest.raises(ValueError, match="cut around verified's boxes, not annotation's; delete"):
-        load_crop_cache(data, cache, "annotation")
+    _tiny_split(data, "detect")
+    run = tmp_path / "run" / "64"
+    best = train(data, shared_weights, run, size=64, epochs=2, batch_size=8,
+                 cache=tmp_path / "run" / "crops.npz")
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and best["size"] == 64
+    scores = [h["val_balanced_accuracy"] + h["val_mask_vs_not"] for h in history]
+    assert best["epoch"] == 1 + scores.index(max(scores))
+    assert {k: v for k, v in best.items() if k != "size"} == history[best["epoch"] - 1]
+    meta = export(run, shared_weights, data, tmp_path / "m.tflite", calibration=8)
+    cls = MaskClassifier(tmp_path / "m.tflite")
+    assert cls.size == 64 and cls.labels == tuple(meta["labels"])
+    assert meta["training"]["epoch"] == best["epoch"]
+
+
+# The README's "Rebuilding the models" commands, after `python -m convert`.
+REBUILD_RECIPE = """
+detector-train --arch mnv2 --epochs 20 --lr 1e-3 --out runs/mnv2
+detector-export --run runs/mnv2 --size 448
+detector-export --run runs/mnv2 --size 256 --tune-for door --out models/face_detector_door.tflite
+detector-train
+detector-train --init runs/detector/best.weights.h5 --train-stem --epochs 6 --lr 1.5e-4 --out runs/detector_stem
+detector-export --run runs/detector_stem --size 448 --out models/face_detector_res10.tflite
+detector-export --run runs/detector_stem --size 544 --out models/face_detector_544.tflite
+detector-export --run runs/detector_stem --size 768 --out models/face_detector_768.tflite
+detector-multipass models/face_detector.tflite models/face_detector_res10.tflite models/face_detector_544.tflite models/face_detector_768.tflite --no-flip --max-face 128
+detector-pseudo-ignore --model models/face_detector_res10.tflite --min-score 0.85 --out runs/s6/ignore85.json
+verifier-train --out runs/verifier --epochs 5 --lr 3e-4 --ignore runs/s6/ignore85.json
+verifier-export --run runs/verifier
+verifier-spec --detector models/face_detector_4pass.json --spec models/face_detector_accurate.json
+classifier-train --sizes 96 128
+classifier-train --sizes 160 --out runs/classifier160
+classifier-export --run runs/classifier/96
+classifier-export --run runs/classifier160/160 --out models/mask_classifier_160.tflite
+classifier-ensemble models/mask_classifier.tflite models/mask_classifier_160.tflite
+"""
+
+
+def test_the_rebuild_recipe_parses_and_every_command_has_help(capsys):
+    """Each command of the recipe that built the shipped models parses with its flags (one
+    subcommand each, no TensorFlow needed to parse); every subcommand answers --help."""
+    from pathlib import Path
+
+    from convert.__main__ import COMMANDS, build_parser
+
+    parser = build_parser()
+    parsed = [parser.parse_args(shlex.split(line)) for line in REBUILD_RECIPE.strip().splitlines()]
+    assert {a.cmd for a in parsed} == set(COMMANDS) - {"detector-threshold"}
+    mnv2, door, stem = parsed[0], parsed[2], parsed[4]
+    assert (mnv2.arch, mnv2.epochs, mnv2.lr, mnv2.out) == ("mnv2", 20, 1e-3, Path("runs/mnv2"))
+    assert door.size == (256, 256) and door.tune_for == "door"
+    assert stem.train_stem and stem.init == Path("runs/detector/best.weights.h5")
+    assert parsed[3].arch == "res10" and parsed[8].flip is False and parsed[8].max_face == 128
+    assert parsed[13].sizes == [96, 128]
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exit:
+            parser.parse_args([name, "--help"])
+        assert exit.value.code == 0 and f"python -m convert {name}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # a removed experiment is an error, not ignored
+        parser.parse_args(["detector-train", "--qat"])
+    capsys.readouterr()

@@ -137,11 +137,6 @@ def test_convert_writes_an_ensemble_spec_chosen_on_val(tmp_path):
             if o.box.width >= 4 and o.box.height >= 4)
     assert spec["val"]["crops"] == n
     assert 0.3 <= spec["flag_threshold"] <= 0.95
-    # val crops cut around a detector's boxes, for members trained on such crops
-    cut = write_ensemble(tmp_path / "s.json", [tmp_path / "a.tflite", tmp_path / "b.tflite"],
-                         data, boxes_from="verified")
-    assert cut["val"]["crops_cut_around"] == "verified" and cut["val"]["crops"] == n
-    assert spec["val"]["crops_cut_around"] == "annotation"
 
 
 def test_the_appliance_uses_single_unless_configured():
