@@ -136,7 +136,8 @@ class MqttSink:
     # Keys as Home Assistant 2024.1's MQTT schemas name them (binary_sensor, sensor, event).
     # The event entity's value template keeps every field of the alert as an attribute and adds
     # `event_type`; Home Assistant stamps the event with its arrival, so the alert's own time is
-    # the `time` attribute.
+    # the `time` attribute. The state's last_alert (null before the first alert) is an attribute
+    # of the state entities, not a timestamp sensor, which would log null as an invalid state.
     EVENT_TEMPLATE = "{{ dict(value_json, event_type=value_json.type) | to_json }}"
 
     def discovery_configs(self) -> dict[str, dict]:
@@ -163,8 +164,6 @@ class MqttSink:
                    value_template="{{ 'ON' if value_json.unmasked > 0 else 'OFF' }}"),
             entity("sensor", "faces", "Faces in view", **state, state_class="measurement",
                    value_template="{{ value_json.faces }}"),
-            entity("sensor", "last_alert", "Last mask alert", state_topic=self.topic("state"),
-                   device_class="timestamp", value_template="{{ value_json.last_alert }}"),
             entity("event", "alert", "Mask alert", object_id="mask_alert",
                    state_topic=self.topic("events"),
                    event_types=["unmasked_face", "incorrect_mask"],
@@ -182,7 +181,7 @@ class MqttSink:
                    state_class="total_increasing",
                    value_template="{{ value_json.dropped_events }}"),
             entity("sensor", "broker", "Broker link", **stats,
-                   value_template="{{ value_json.get('broker') }}"),
+                   value_template="{{ value_json.get('broker', 'unknown') }}"),
         ])
 
     def announce(self) -> None:
