@@ -131,3 +131,45 @@ def test_bad_url_is_named():
         parse_url("http://example:80")
     assert parse_url("mqtts://h") == ("h", 8883, True)
     assert parse_url("h:1884") == ("h", 1884, False)
+
+
+def test_a_clean_stop_clears_the_state_before_offline(broker, tmp_path):
+    s = sink(broker.url, tmp_path)
+    sub = Subscriber(broker.url, ["maskdoor/door1/state", "maskdoor/door1/availability"])
+    assert sub.wait(lambda: sub.on("/availability"))
+    s.on_state(2, 1)
+    assert sub.wait(lambda: json.loads(sub.on("/state")[-1][1])["unmasked"] == 1)
+    s.close()
+    assert sub.wait(lambda: sub.messages[-1][1] == b"offline")
+    (t1, p1, _), (t2, p2, _) = sub.messages[-2:]
+    assert t1.endswith("/state") and json.loads(p1)["unmasked"] == 0 and json.loads(p1)["faces"] == 0
+    assert (t2, p2) == ("maskdoor/door1/availability", b"offline")
+    sub.close()
+
+
+def test_last_alert_is_published_at_once_and_kept_across_restarts(broker, tmp_path):
+    s = sink(broker.url, tmp_path)
+    sub = Subscriber(broker.url, ["maskdoor/door1/state"])
+    s.on_state(1, 1)
+    s.on_event(event(7))
+    s.on_state(1, 1)  # the same counts: the state still goes out, with the new last alert
+    assert sub.wait(lambda: json.loads(sub.on("/state")[-1][1])["last_alert"] ==
+                    "2026-11-22T05:00:00.000Z")
+    s.close()
+    sub.close()
+    sub = Subscriber(broker.url, ["maskdoor/door1/state", "maskdoor/door1/availability"])
+    s2 = sink(broker.url, tmp_path)
+    assert sub.wait(lambda: sub.on("/availability")[-1][1] == b"online")
+    live = [json.loads(m[1]) for m in sub.on("/state") if not m[2]]
+    assert live[-1] == {"faces": 0, "unmasked": 0, "last_alert": "2026-11-22T05:00:00.000Z"}
+    s2.close()
+    sub.close()
+
+
+def test_discovery_asks_for_qos_1(broker, tmp_path):
+    s = sink(broker.url, tmp_path)
+    sub = Subscriber(broker.url, ["homeassistant/#"])
+    assert sub.wait(lambda: len(sub.on("/config")) == len(s.discovery_configs()))
+    assert all(json.loads(m[1])["qos"] == 1 for m in sub.on("/config"))
+    s.close()
+    sub.close()
