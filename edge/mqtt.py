@@ -4,7 +4,9 @@ Events are written to the on-disk :class:`~edge.outbox.Outbox` first and a sende
 delivers them in order, one QoS 1 message at a time, removing each only when the broker has
 acknowledged it. So a broker that is down at start-up, or goes away, never stops the door loop
 and loses nothing below the queue bound; what is still queued at shutdown goes out at the next
-start. Availability is retained and is also the last will.
+start. Availability is retained and is also the last will. The retained state is always this
+run's: it goes out before ``online``, and a clean stop clears it (nobody in view) before
+``offline``; the last alert's time is kept on disk and survives restarts.
 """
 
 from __future__ import annotations
