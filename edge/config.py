@@ -332,6 +332,8 @@ SCHEMA: dict[str, Section] = {
         "homeassistant": Field(True, bool, "announce entities by Home Assistant MQTT discovery"),
         "discovery_prefix": Field("homeassistant", str, "Home Assistant discovery prefix",
                                   check=_topic_levels),
+        "area": Field("", str, "Home Assistant area suggested for the door's device, e.g. "
+                      "'Entrance' (empty: none)"),
         "queue_max": Field(1000, int, "events kept on disk while the broker is away; the oldest "
                            "beyond this are dropped and counted", 1, 1000000),
     }),

@@ -12,6 +12,8 @@ broker acknowledges it, and sends it again by itself after each reconnection, wh
 publishes the entry again only when paho did not accept it. State and stats are QoS 0 and sent
 only while connected: paho drops QoS 0 messages it cannot send, so nothing stale piles up while
 the broker is away, and the latest state is published on each (re)connection.
+The retained state is always this run's: it goes out before ``online``, and a clean stop clears it
+(nobody in view) before ``offline``; the last alert's time is kept on disk and survives restarts.
 """
 
 from __future__ import annotations
@@ -290,7 +292,10 @@ class MqttSink:
         self._connected = threading.Event()
         self._wake = threading.Condition()
         self._stop = threading.Event()
-        self._state: dict = {"faces": 0, "unmasked": 0, "last_alert": None}
+        # the last alert's time outlives restarts: it lies next to the event queue
+        self._last_alert_file = outbox.folder.parent / "last_alert"
+        self._state: dict = {"faces": 0, "unmasked": 0, "last_alert": self._read_last_alert()}
+        self._state_unsent = False  # an alert changed last_alert since the last state message
         self._state_lock = threading.Lock()
         self._acks = threading.Condition()
         self._ack_count = 0
@@ -368,17 +373,19 @@ class MqttSink:
             down_s = time.monotonic() - self._trouble_since if self._trouble_since else None
             self._trouble_since = None
             self._reported.clear()
-        self._connected.set()
         if down_s is None:
             log.info("MQTT connected to %s:%d as %s", self.host, self.port, self.base)
         else:
             log.warning("MQTT broker %s:%d connected again after %.1f s, %d event(s) queued",
                         self.host, self.port, down_s, len(self.outbox))
-        client.publish(self.topic("availability"), "online", qos=1, retain=True)
         if self.cfg.homeassistant:
             client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
             self.announce()
-        self._publish_state()
+        # this run's state before `online`: a subscriber never sees the door online with the
+        # retained state of an earlier run (one killed before it could clear it)
+        self._publish_state(connecting=True)
+        client.publish(self.topic("availability"), "online", qos=1, retain=True)
+        self._connected.set()
         with self._wake:
             self._wake.notify_all()
 
@@ -416,29 +423,56 @@ class MqttSink:
             self._acks.notify_all()
 
     # --- Home Assistant discovery ---------------------------------------------------------------
+    # Keys as Home Assistant 2024.1's MQTT schemas name them (binary_sensor, sensor, event).
+    # The event entity's value template keeps every field of the alert as an attribute and adds
+    # `event_type`; Home Assistant stamps the event with its arrival, so the alert's own time is
+    # the `time` attribute. The state's last_alert (null before the first alert) is an attribute
+    # of the state entities, not a timestamp sensor, which would log null as an invalid state.
+    EVENT_TEMPLATE = "{{ dict(value_json, event_type=value_json.type) | to_json }}"
+
     def discovery_configs(self) -> dict[str, dict]:
-        dp = self.cfg.discovery_prefix
-        device = {"identifiers": [self.node], "name": f"maskdoor {self.device}",
+        dp, node = self.cfg.discovery_prefix, self.node
+        short = re.sub(r"[^a-z0-9]+", "_", self.device.lower()).strip("_") or "maskdoor"
+        device = {"identifiers": [node], "name": f"maskdoor {self.device}",
                   "manufacturer": "maskdoor", "model": "door mask monitor",
                   "sw_version": __version__}
-        common = {"availability_topic": self.topic("availability"), "device": device}
-        return {
-            f"{dp}/binary_sensor/{self.node}/unmasked/config": {
-                **common, "name": "Unmasked person at the door", "unique_id": f"{self.node}_unmasked",
-                "state_topic": self.topic("state"), "device_class": "safety",
-                "value_template": "{{ 'ON' if value_json.unmasked > 0 else 'OFF' }}"},
-            f"{dp}/sensor/{self.node}/faces/config": {
-                **common, "name": "Faces in view", "unique_id": f"{self.node}_faces",
-                "state_topic": self.topic("state"), "state_class": "measurement",
-                "value_template": "{{ value_json.faces }}"},
-            f"{dp}/event/{self.node}/alert/config": {
-                **common, "name": "Mask alert", "unique_id": f"{self.node}_alert",
-                "state_topic": self.topic("events"),
-                "event_types": ["unmasked_face", "incorrect_mask"],
-                "value_template": "{{ {'event_type': value_json.type, 'track_id': "
-                                  "value_json.track_id, 'label_score': value_json.label_score} "
-                                  "| to_json }}"},
-        }
+        if self.cfg.area:
+            device["suggested_area"] = self.cfg.area
+        common = {"availability_topic": self.topic("availability"), "device": device,
+                  "origin": {"name": "maskdoor", "sw_version": __version__}, "qos": 1}
+        state = {"state_topic": self.topic("state"), "json_attributes_topic": self.topic("state")}
+        stats = {"state_topic": self.topic("stats"), "entity_category": "diagnostic"}
+
+        def entity(component: str, key: str, name: str, **config) -> tuple[str, dict]:
+            return (f"{dp}/{component}/{node}/{key}/config",
+                    {**common, "name": name, "unique_id": f"{node}_{key}",
+                     "object_id": f"{short}_{config.pop('object_id', key)}", **config})
+
+        return dict([
+            entity("binary_sensor", "unmasked", "Unmasked person at the door", **state,
+                   device_class="safety",
+                   value_template="{{ 'ON' if value_json.unmasked > 0 else 'OFF' }}"),
+            entity("sensor", "faces", "Faces in view", **state, state_class="measurement",
+                   value_template="{{ value_json.faces }}"),
+            entity("event", "alert", "Mask alert", object_id="mask_alert",
+                   state_topic=self.topic("events"),
+                   event_types=["unmasked_face", "incorrect_mask"],
+                   value_template=self.EVENT_TEMPLATE),
+            entity("sensor", "fps", "Frames per second", **stats,
+                   json_attributes_topic=self.topic("stats"), state_class="measurement",
+                   unit_of_measurement="fps", suggested_display_precision=1,
+                   value_template="{{ value_json.fps }}"),
+            entity("sensor", "cpu_temperature", "CPU temperature", **stats,
+                   device_class="temperature", state_class="measurement",
+                   unit_of_measurement="°C", value_template="{{ value_json.get('cpu_temp_c') }}"),
+            entity("sensor", "queued_events", "Alerts waiting for the broker", **stats,
+                   state_class="measurement", value_template="{{ value_json.queued_events }}"),
+            entity("sensor", "dropped_events", "Alerts dropped (queue full)", **stats,
+                   state_class="total_increasing",
+                   value_template="{{ value_json.dropped_events }}"),
+            entity("sensor", "broker", "Broker link", **stats,
+                   value_template="{{ value_json.get('broker', 'unknown') }}"),
+        ])
 
     def announce(self) -> None:
         for topic, payload in self.discovery_configs().items():
@@ -449,6 +483,8 @@ class MqttSink:
         self.outbox.put(json.dumps(event.to_json()).encode())
         with self._state_lock:
             self._state["last_alert"] = event.time
+            self._state_unsent = True
+        self._save_last_alert(event.time)
         with self._wake:
             self._wake.notify_all()
         if self.cfg.snapshot and jpeg is not None and self.connected:
@@ -456,7 +492,8 @@ class MqttSink:
 
     def on_state(self, faces: int, unmasked: int) -> None:
         with self._state_lock:
-            changed = (self._state["faces"], self._state["unmasked"]) != (faces, unmasked)
+            changed = self._state_unsent or \
+                (self._state["faces"], self._state["unmasked"]) != (faces, unmasked)
             self._state.update(faces=faces, unmasked=unmasked)
         if changed:
             self._publish_state()
@@ -467,14 +504,30 @@ class MqttSink:
                      "dropped_events": self.outbox.dropped}
             self.client.publish(self.topic("stats"), json.dumps(stats), qos=0)
 
-    def _publish_state(self) -> None:
-        # QoS 0 and only while connected: a state that cannot go out now is dropped by paho, not
-        # queued; _on_connect publishes the latest one when the broker is back
-        if not self.connected:
+    def _publish_state(self, connecting: bool = False) -> None:
+        # only while connected (and from _on_connect): paho would keep a QoS 1 state published
+        # during an outage and send it after the reconnection's fresh state and `online`
+        if not (connecting or self.connected):
             return
         with self._state_lock:
             payload = json.dumps(self._state)
-        self.client.publish(self.topic("state"), payload, qos=0, retain=True)
+            self._state_unsent = False
+        self.client.publish(self.topic("state"), payload, qos=1, retain=True)
+
+    def _read_last_alert(self) -> str | None:
+        try:
+            return self._last_alert_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    def _save_last_alert(self, when: str) -> None:
+        tmp = self._last_alert_file.with_name(self._last_alert_file.name + ".tmp")
+        try:
+            tmp.write_text(when)
+            os.replace(tmp, self._last_alert_file)
+        except OSError as exc:
+            log.warning("cannot keep the last alert time in %s (%s); it is forgotten at the next "
+                        "start", self._last_alert_file, exc.strerror)
 
     # --- delivery -----------------------------------------------------------------------------
     def _send_loop(self) -> None:
@@ -542,6 +595,10 @@ class MqttSink:
             self._acks.notify_all()
         self._sender.join(timeout=3)
         if self.connected:
+            # nobody is at a stopped door: the retained state says so before `offline`
+            with self._state_lock:
+                self._state.update(faces=0, unmasked=0)
+            self._publish_state()
             info = self.client.publish(self.topic("availability"), "offline", qos=1, retain=True)
             try:
                 info.wait_for_publish(timeout=3)

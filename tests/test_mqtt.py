@@ -51,9 +51,11 @@ def test_event_state_availability_and_discovery(broker, tmp_path):
     sub.close()
     # a late subscriber gets the retained topics: offline availability, state, discovery
     late = Subscriber(broker.url, ["maskdoor/#", "homeassistant/#"])
-    assert late.wait(lambda: len(late.on("/config")) == 3)
+    n = len(s.discovery_configs())
+    assert late.wait(lambda: len(late.on("/config")) == n)
     assert late.on("maskdoor/door1/availability") == [("maskdoor/door1/availability", b"offline", True)]
-    assert json.loads(late.on("/state")[0][1]) == {"faces": 2, "unmasked": 1,
+    # nobody is at a stopped door: a clean stop clears the retained state
+    assert json.loads(late.on("/state")[0][1]) == {"faces": 0, "unmasked": 0,
                                                    "last_alert": "2026-11-22T05:00:00.000Z"}
     configs = {m[0]: json.loads(m[1]) for m in late.on("/config")}
     assert all(m[2] for m in late.on("/config")), "discovery configs must be retained"
@@ -68,10 +70,11 @@ def test_event_state_availability_and_discovery(broker, tmp_path):
 
 def test_reannounce_when_home_assistant_comes_back(broker, tmp_path):
     s = sink(broker.url, tmp_path)
+    n = len(s.discovery_configs())
     sub = Subscriber(broker.url, ["homeassistant/+/+/+/config"])
-    assert sub.wait(lambda: len(sub.messages) == 3)
+    assert sub.wait(lambda: len(sub.messages) == n)
     sub.client.publish("homeassistant/status", "online")
-    assert sub.wait(lambda: len(sub.messages) == 6)
+    assert sub.wait(lambda: len(sub.messages) == 2 * n)
     s.close()
     sub.close()
 
@@ -276,5 +279,45 @@ def test_sender_logs_any_paho_error_once_and_keeps_delivering(broker, tmp_path, 
     assert [e["id"] for e in events_of(sub)] == ["ev-1", "ev-2"]
     logged = [r.getMessage() for r in caplog.records if "event delivery" in r.getMessage()]
     assert len(logged) == 2 and "socket gone" in logged[0] and "paho bug" in logged[1]
+
+
+def test_a_clean_stop_clears_the_state_before_offline(broker, tmp_path):
+    s = sink(broker.url, tmp_path)
+    sub = Subscriber(broker.url, ["maskdoor/door1/state", "maskdoor/door1/availability"])
+    assert sub.wait(lambda: sub.on("/availability"))
+    s.on_state(2, 1)
+    assert sub.wait(lambda: json.loads(sub.on("/state")[-1][1])["unmasked"] == 1)
+    s.close()
+    assert sub.wait(lambda: sub.messages[-1][1] == b"offline")
+    (t1, p1, _), (t2, p2, _) = sub.messages[-2:]
+    assert t1.endswith("/state") and json.loads(p1)["unmasked"] == 0 and json.loads(p1)["faces"] == 0
+    assert (t2, p2) == ("maskdoor/door1/availability", b"offline")
+    sub.close()
+
+
+def test_last_alert_is_published_at_once_and_kept_across_restarts(broker, tmp_path):
+    s = sink(broker.url, tmp_path)
+    sub = Subscriber(broker.url, ["maskdoor/door1/state"])
+    s.on_state(1, 1)
+    s.on_event(event(7))
+    s.on_state(1, 1)  # the same counts: the state still goes out, with the new last alert
+    assert sub.wait(lambda: json.loads(sub.on("/state")[-1][1])["last_alert"] ==
+                    "2026-11-22T05:00:00.000Z")
+    s.close()
+    sub.close()
+    sub = Subscriber(broker.url, ["maskdoor/door1/state", "maskdoor/door1/availability"])
+    s2 = sink(broker.url, tmp_path)
+    assert sub.wait(lambda: sub.on("/availability")[-1][1] == b"online")
+    live = [json.loads(m[1]) for m in sub.on("/state") if not m[2]]
+    assert live[-1] == {"faces": 0, "unmasked": 0, "last_alert": "2026-11-22T05:00:00.000Z"}
+    s2.close()
+    sub.close()
+
+
+def test_discovery_asks_for_qos_1(broker, tmp_path):
+    s = sink(broker.url, tmp_path)
+    sub = Subscriber(broker.url, ["homeassistant/#"])
+    assert sub.wait(lambda: len(sub.on("/config")) == len(s.discovery_configs()))
+    assert all(json.loads(m[1])["qos"] == 1 for m in sub.on("/config"))
     s.close()
     sub.close()
