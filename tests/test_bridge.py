@@ -88,7 +88,7 @@ def restart(broker: Broker, down_s: float = 3.0) -> None:
     broker.start()
 
 
-def test_every_alert_of_five_doors_reaches_the_centre_once_in_order(broker, tmp_path):
+def test_every_alert_of_five_doors_reaches_the_centre_once_in_order(broker, tmp_path, request):
     central = broker
     central.stop()
     (tmp_path / "central").mkdir()
@@ -100,6 +100,7 @@ def test_every_alert_of_five_doors_reaches_the_centre_once_in_order(broker, tmp_
     site.conf.write_text(site_config(BRIDGE_EXAMPLE.read_text(), site.port, central.port,
                                      tmp_path / "site"))
     site.start()
+    request.addfinalizer(site.stop)  # stopped however the test ends
     desk = CentralDesk(central.port)
     follower = subprocess.Popen([EXE, "alerts", "--mqtt", central.url, "--session", "front-desk",
                                  "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
