@@ -2,8 +2,8 @@
 and prints each alert readably as it arrives, with the door it came from.
 
 Alerts are QoS 1, so a broker or a bridge may deliver one twice: each is printed once, by its
-``id``. Doors going offline or coming online are reported on standard error. With ``session``
-the subscriber keeps a persistent session on the broker (a fixed client id, clean session off):
+``id``. Doors going offline or coming online are reported on standard error. With ``keep_as``
+the subscriber uses that fixed client id and the broker keeps its subscription (clean_session off):
 alerts forwarded while it reconnects, or while it is stopped, wait for it on the broker.
 """
 
@@ -46,11 +46,11 @@ class SeenIds:
 
 
 def watch(url: str, prefix: str = "maskdoor", device: str = "+", count: int | None = None,
-          timeout: float | None = None, out=None, session: str | None = None,
+          timeout: float | None = None, out=None, keep_as: str | None = None,
           as_json: bool = False) -> int:
     out = out or sys.stdout
-    client_id = session or f"maskdoor-alerts-{int(time.time() * 1000) % 10**8}"
-    client, host, port = make_client(client_id, url=url, clean_session=session is None)
+    client_id = keep_as or f"maskdoor-alerts-{int(time.time() * 1000) % 10**8}"
+    client, host, port = make_client(client_id, url=url, clean_session=keep_as is None)
     seen = SeenIds()
     shown = 0
     done = threading.Event()

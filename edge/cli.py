@@ -170,7 +170,7 @@ def cmd_config(args) -> int:
 def cmd_alerts(args) -> int:
     from edge.alerts import watch
     return watch(args.mqtt, args.prefix, args.device, args.count, args.timeout,
-                 session=args.session, as_json=args.json)
+                 keep_as=args.keep_as, as_json=args.json)
 
 
 def cmd_bench(args) -> int:
@@ -237,8 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--prefix", default="maskdoor", help="topic prefix (default: maskdoor)")
     a.add_argument("--device", default="+", metavar="ID",
                    help="follow this door only (default: every door under the prefix)")
-    a.add_argument("--session", metavar="NAME",
-                   help="keep a persistent session on the broker under this client id: alerts "
+    a.add_argument("--keep-as", metavar="NAME",
+                   help="subscribe under this fixed client id and let the broker keep the subscription: alerts "
                         "sent while this subscriber is away wait for it")
     a.add_argument("--json", action="store_true", help="print each alert as its JSON payload")
     a.add_argument("--count", type=int, default=None, help="exit after N alerts")

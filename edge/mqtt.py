@@ -148,7 +148,7 @@ def make_client(client_id: str, mqtt_cfg=None, url: str | None = None,
     url = url or mqtt_cfg.url
     host, port, tls = parse_url(url)
     user, password = _credentials(mqtt_cfg, url)
-    # clean_session=False keeps the session (subscriptions, queued QoS 1 messages) on the broker
+    # clean_session=False: the broker keeps the subscriptions and queued QoS 1 messages
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=clean_session)
     if user:

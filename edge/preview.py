@@ -365,7 +365,7 @@ class LiveView:
             return self._probed[1]
         try:
             with socket.create_connection((host, port), timeout=1.0):
-                why = f"{host}:{port} accepts connections but the MQTT session is down"
+                why = f"{host}:{port} accepts connections but the MQTT connection is down"
         except (OSError, TypeError) as exc:
             why = f"cannot connect to {host}:{port} ({getattr(exc, 'strerror', None) or exc})"
         self._probed = (now, why)

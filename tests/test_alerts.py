@@ -79,10 +79,10 @@ def test_one_door_only(broker):
 
 
 def test_a_persistent_session_keeps_alerts_sent_while_away(broker):
-    stop(follow(broker, "--session", "desk-1"))  # the broker now holds desk-1's subscription
+    stop(follow(broker, "--keep-as", "desk-1"))  # the broker now holds desk-1's subscription
     for n in range(3):
         send(broker, "maskdoor/front/events", json.dumps(alert(n, "front")))
-    out, _ = stop(follow(broker, "--session", "desk-1", "--json"))
+    out, _ = stop(follow(broker, "--keep-as", "desk-1", "--json"))
     assert [json.loads(line)["id"] for line in out.splitlines()] == ["front-0", "front-1",
                                                                      "front-2"]
 

@@ -34,7 +34,7 @@ def site_config(example: str, site_port: int, central_port: int, folder: Path) -
 
 class CentralDesk:
     """A subscriber on the central broker with a persistent session (as `maskdoor alerts
-    --session` has), so alerts forwarded while it reconnects wait for it."""
+    --keep-as` has), so alerts forwarded while it reconnects wait for it."""
 
     def __init__(self, port: int):
         import paho.mqtt.client as mqtt
@@ -102,7 +102,7 @@ def test_every_alert_of_five_doors_reaches_the_centre_once_in_order(broker, tmp_
     site.start()
     request.addfinalizer(site.stop)  # stopped however the test ends
     desk = CentralDesk(central.port)
-    follower = subprocess.Popen([EXE, "alerts", "--mqtt", central.url, "--session", "front-desk",
+    follower = subprocess.Popen([EXE, "alerts", "--mqtt", central.url, "--keep-as", "front-desk",
                                  "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
     doors = [start_door(n, site.url, tmp_path) for n in range(1, DOORS + 1)]
