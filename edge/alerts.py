@@ -51,6 +51,7 @@ def watch(url: str, prefix: str = "maskdoor", device: str = "+", count: int | No
     out = out or sys.stdout
     client_id = keep_as or f"maskdoor-alerts-{int(time.time() * 1000) % 10**8}"
     client, host, port = make_client(client_id, url=url, clean_session=keep_as is None)
+    client.reconnect_delay_set(0.5, 5)  # a watcher comes back quickly after a broker restart
     seen = SeenIds()
     shown = 0
     done = threading.Event()
