@@ -154,12 +154,14 @@ def test_the_door_still_lights_and_beeps_without_a_usable_state_folder(broker, m
     from conftest import on_periods
     from edge import config
     from edge.runner import run
-    (tmp_path / "a-file").write_text("")
     cfg = config.load(None, {"camera.source": "demo", "mqtt.url": broker.url,
                              "mqtt.device_id": "door9",
                              "service.state_dir": str(tmp_path / "a-file" / "state"),
                              "gpio.alert_s": 0.2, "gpio.beep_on_s": 0.02,
                              "gpio.beep_off_s": 0.02})
+    # the folder becomes unusable after the config was checked (a disk remounted, a file put in
+    # the way): the door must run on
+    (tmp_path / "a-file").write_text("")
     sub = Subscriber(broker.url, ["maskdoor/door9/events"])
     try:
         assert run(cfg) == 0
