@@ -105,6 +105,7 @@ def test_every_alert_of_five_doors_reaches_the_centre_once_in_order(broker, tmp_
     follower = subprocess.Popen([EXE, "alerts", "--mqtt", central.url, "--keep-as", "front-desk",
                                  "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
+    request.addfinalizer(follower.kill)  # however the test ends
     said = follower.stderr.readline()  # subscribed before the first door starts
     assert said.startswith("listening on"), said + follower.stderr.read()
     printed_lines: list[str] = []
