@@ -30,6 +30,7 @@ from importlib import resources
 
 import cv2
 
+from edge.app import cpu_temperature
 from edge.config import ConfigError
 from edge.images import COLOURS
 
@@ -300,7 +301,7 @@ class LiveView:
             "frames": stats.get("frames"),
             "skipped_detections": stats.get("skipped_detections"),
             "dropped_frames": stats.get("dropped_frames"),
-            "cpu_temp_c": _cpu_temperature(),
+            "cpu_temp_c": cpu_temperature(),
             "uptime_s": round(time.monotonic() - self.started, 1),
             "threshold": self.threshold,
             "faces": [{"track_id": t.track_id, "verdict": t.verdict,
@@ -392,11 +393,6 @@ class LiveView:
 
 class _Server6(ThreadingHTTPServer):
     address_family = socket.AF_INET6
-
-
-def _cpu_temperature():
-    from edge.app import cpu_temperature
-    return cpu_temperature()
 
 
 def _handler_for(view: LiveView):
