@@ -111,10 +111,6 @@ def parse_url(url: str) -> tuple[str, int, bool]:
     return _split_url(url)[:3]
 
 
-def default_device_id() -> str:
-    return socket.gethostname().split(".")[0] or "maskdoor"
-
-
 def _credentials(mqtt_cfg, url: str) -> tuple[str | None, str | None]:
     """(user, password): mqtt.username wins; else ``user:password@`` of mqtt.url (URL-decoded).
     The password comes from the URL, else mqtt.password_file, else mqtt.password."""

@@ -81,13 +81,12 @@ def build_sinks(cfg, device_id: str):
 
 def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None) -> int:
     from edge.motion import gate_for
-    from edge.mqtt import default_device_id
     from edge.policy import DoorPolicy
     from edge.sources import open_source, reader_for
     from edge.tracker import IoUTracker
 
     notifier = Notifier()
-    device_id = cfg.mqtt.device_id or default_device_id()
+    device_id = cfg.mqtt.device_id  # the config fills it from the host name when left empty
     stop = stop or threading.Event()
 
     def on_signal(signum, _frame):
