@@ -36,6 +36,15 @@ def test_each_part_is_announced_while_still_off_then_driven_once_in_turn(mock_pi
     assert not any(mock_pins.pin(n).state for n in (17, 27, 22)), "all off at the end"
 
 
+def test_a_red_led_not_fitted_is_skipped_and_the_rest_still_driven(mock_pins):
+    gpio = config.load(None, {"gpio.red_led": -1, "gpio.beeps": 1, "gpio.beep_on_s": 0.05,
+                              "gpio.beep_off_s": 0.05}).gpio
+    said = []
+    assert check_signals(gpio, said.append, sleep=lambda s: None) == 0
+    assert said[0] == "SKIP  red LED: none (gpio.red_led = -1)"
+    assert said[1].startswith("buzzer on pin 27") and len(on_periods(mock_pins.pin(27))) == 1
+
+
 def test_cli_signals_check_and_its_failures():
     env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
     ok = subprocess.run([EXE, "check", "--signals"], capture_output=True, text=True, env=env,
