@@ -62,7 +62,7 @@ def watch(url: str, prefix: str = "maskdoor", device: str = "+", count: int | No
         if reason_code.is_failure:
             print(f"maskdoor alerts: broker refused: {reason_code}", file=sys.stderr)
             return
-        c.subscribe([(topic, 1), (f"{prefix}/{device}/availability", 1)])
+        c.subscribe([(topic, 2), (f"{prefix}/{device}/availability", 1)])
         print(f"listening on {host}:{port} to {doors} under {prefix}/", file=sys.stderr,
               flush=True)
 

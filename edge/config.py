@@ -334,6 +334,9 @@ SCHEMA: dict[str, Section] = {
                                   check=_topic_levels),
         "area": Field("", str, "Home Assistant area suggested for the door's device, e.g. "
                       "'Entrance' (empty: none)"),
+        "qos": Field(2, int, "MQTT QoS of alert events: 2 delivers each exactly once, also through "
+                     "broker restarts; 1 (at least once) for brokers without QoS 2, where a "
+                     "subscriber may see an event twice (same id)", 1, 2),
         "queue_max": Field(1000, int, "events kept on disk while the broker is away; the oldest "
                            "beyond this are dropped and counted", 1, 1000000),
     }),

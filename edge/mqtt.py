@@ -1,15 +1,18 @@
 """Alerts for remote subscribers over MQTT (paho-mqtt 2.x), as DESIGN.md's topic table says.
 
 Events are written to the on-disk :class:`~edge.outbox.Outbox` first and a sender thread
-delivers them in order, one QoS 1 message at a time, removing each only when the broker has
-acknowledged it. So a broker that is down at start-up, goes away or hangs never stops the door
-loop and loses nothing below the queue bound; what is still queued at shutdown goes out at the
-next start. Availability is retained and is also the last will.
+delivers them in order, one message at a time (QoS ``mqtt.qos``, 2 by default), removing each only
+when the broker has acknowledged it. So a broker that is down at start-up, goes away or hangs never
+stops the door loop and loses nothing below the queue bound; what is still queued at shutdown goes
+out at the next start. Availability is retained and is also the last will.
 
-paho keeps every QoS 1 message it accepted (also one published while disconnected) until the
-broker acknowledges it, and sends it again by itself after each reconnection, whatever
-``clean_session`` says. So the sender publishes an outbox entry once and then only waits; it
-publishes the entry again only when paho did not accept it. State and stats are QoS 0 and sent
+paho keeps every QoS 1 or 2 message it accepted (also one published while disconnected) until the
+broker acknowledges it, and resumes it by itself after each reconnection. So the sender publishes
+an outbox entry once and then only waits; it publishes the entry again only when paho did not
+accept it. With QoS 2 and the door's session kept by the broker (clean_session off), a broker
+restarted in the middle of a handshake neither loses the event nor passes it on twice: it holds
+an incoming event until the door releases it (PUBREL), and a re-sent PUBLISH carries the same id.
+State and stats are QoS 0 and sent
 only while connected: paho drops QoS 0 messages it cannot send, so nothing stale piles up while
 the broker is away, and the latest state is published on each (re)connection.
 The retained state is always this run's: it goes out before ``online``, and a clean stop clears it
@@ -144,7 +147,8 @@ def make_client(client_id: str, mqtt_cfg=None, url: str | None = None,
     url = url or mqtt_cfg.url
     host, port, tls = parse_url(url)
     user, password = _credentials(mqtt_cfg, url)
-    # clean_session=False: the broker keeps the subscriptions and queued QoS 1 messages
+    # clean_session=False: the broker keeps the subscriptions, queued messages and unfinished
+    # QoS 2 handshakes of this client id across reconnections
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=clean_session)
     if user:
@@ -237,10 +241,12 @@ def explain_silent_close(host: str, port: int, tls: bool) -> tuple[str, str]:
 @dataclass(frozen=True)
 class BrokerStatus:
     """The link to the broker as last seen: ``connected``; ``error`` (what went wrong last, None
-    while connected); ``since`` (time.time() when it became so)."""
+    while connected); ``since`` (time.time() when it became so); ``fix`` (what to do about the
+    error, "" while connected)."""
     connected: bool
     error: str | None
     since: float
+    fix: str = ""
 
     def __str__(self) -> str:
         if self.connected:
@@ -276,7 +282,8 @@ class MqttSink:
         self.base = f"{mqtt_cfg.prefix}/{device_id}"
         self.outbox = outbox
         self.node = re.sub(r"[^a-zA-Z0-9_-]", "_", f"maskdoor_{device_id}")
-        self.client, self.host, self.port = make_client(f"maskdoor-{device_id}", mqtt_cfg)
+        self.client, self.host, self.port = make_client(f"maskdoor-{device_id}", mqtt_cfg,
+                                                        clean_session=False)
         self.tls = parse_url(mqtt_cfg.url)[2]
         self.client.will_set(self.topic("availability"), "offline", qos=1, retain=True)
         self.client.on_pre_connect = self._on_pre_connect
@@ -336,9 +343,9 @@ class MqttSink:
             now = time.time()
             if self._trouble_since is None:
                 self._trouble_since = time.monotonic()
-                self._status = BrokerStatus(False, reason, now)
+                self._status = BrokerStatus(False, reason, now, fix)
             else:
-                self._status = BrokerStatus(False, reason, self._status.since)
+                self._status = BrokerStatus(False, reason, self._status.since, fix)
             first = reason not in self._reported
             self._reported.add(reason)
         if first and not self._stop.is_set():
@@ -453,7 +460,7 @@ class MqttSink:
             entity("event", "alert", "Mask alert", object_id="mask_alert",
                    state_topic=self.topic("events"),
                    event_types=["unmasked_face", "incorrect_mask"],
-                   value_template=self.EVENT_TEMPLATE),
+                   value_template=self.EVENT_TEMPLATE, qos=self.cfg.qos),
             entity("sensor", "fps", "Frames per second", **stats,
                    json_attributes_topic=self.topic("stats"), state_class="measurement",
                    unit_of_measurement="fps", suggested_display_precision=1,
@@ -554,10 +561,10 @@ class MqttSink:
         name, payload = item
         with self._acks:
             before = self._ack_count
-        info = self.client.publish(self.topic("events"), payload, qos=1)
+        info = self.client.publish(self.topic("events"), payload, qos=self.cfg.qos)
         self.published += 1
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            # not queued by paho (the only case where it drops a QoS 1 message): publish again
+            # not queued by paho (the only case where it drops a QoS 1/2 message): publish again
             raise RuntimeError(f"paho did not take the event: {mqtt.error_string(info.rc)}")
         return _InFlight(name, info.mid, before)
 

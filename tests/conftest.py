@@ -181,17 +181,20 @@ class Subscriber:
     """Collects (topic, payload, retain) from a broker; ``wait(pred)`` polls until true.
 
     ``client_id`` with ``clean_session=False`` makes a persistent session: with a persistent
-    broker, QoS 1 messages published while this subscriber (or the broker) was away are
-    delivered when both are back. ``redelivered`` holds the (topic, payload) of messages the
-    broker marked as sent again (DUP: it had no acknowledgement of an earlier copy)."""
+    broker, QoS 1 and 2 messages published while this subscriber (or the broker) was away are
+    delivered when both are back; ``qos=2`` subscribes for exactly-once delivery. ``redelivered``
+    holds the (topic, payload) of messages the broker marked as sent again (DUP: it had no
+    acknowledgement of an earlier copy)."""
 
     def __init__(self, url: str, topics: list[str], client_id: str | None = None,
-                 clean_session: bool = True, ca_file=None, username=None, password=None):
+                 clean_session: bool = True, ca_file=None, username=None, password=None,
+                 qos: int = 1):
         import paho.mqtt.client as mqtt
         from edge.mqtt import parse_url
         host, port, tls = parse_url(url)
         self.messages: list[tuple[str, bytes, bool]] = []
         self.redelivered: list[tuple[str, bytes]] = []
+        self.qos: list[tuple[str, int]] = []  # (topic, QoS it was delivered at), in order
         self._lock = threading.Lock()
         self._ready = threading.Event()
         if client_id is None:
@@ -204,7 +207,7 @@ class Subscriber:
         if username:
             self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(1, 1)
-        self.client.on_connect = lambda c, *a: (c.subscribe([(t, 1) for t in topics]),
+        self.client.on_connect = lambda c, *a: (c.subscribe([(t, qos) for t in topics]),
                                                 self._ready.set())
         self.client.on_message = self._on_message
         self.client.connect(host, port)
@@ -215,6 +218,7 @@ class Subscriber:
     def _on_message(self, client, userdata, msg):
         with self._lock:
             self.messages.append((msg.topic, msg.payload, msg.retain))
+            self.qos.append((msg.topic, msg.qos))
             if msg.dup:
                 self.redelivered.append((msg.topic, msg.payload))
 

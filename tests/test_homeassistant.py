@@ -42,7 +42,9 @@ def door_sink(tmp_path, **kw) -> MqttSink:
 
 def test_discovery_follows_home_assistant_conventions(tmp_path):
     configs = door_sink(tmp_path, area="Entrance").discovery_configs()
-    assert all(c["qos"] == 1 for c in configs.values()), "QoS 1 for every entity"
+    qos = {c["object_id"]: c["qos"] for c in configs.values()}
+    assert qos.pop("door_1_mask_alert") == 2, "alerts exactly once"
+    assert set(qos.values()) == {1}, "QoS 1 for every other entity"
     assert all(c["origin"]["name"] == "maskdoor" and c["origin"]["sw_version"]
                for c in configs.values())
     assert all(c["device"]["suggested_area"] == "Entrance" for c in configs.values())

@@ -314,10 +314,18 @@ def test_last_alert_is_published_at_once_and_kept_across_restarts(broker, tmp_pa
     sub.close()
 
 
-def test_discovery_asks_for_qos_1(broker, tmp_path):
-    s = sink(broker.url, tmp_path)
-    sub = Subscriber(broker.url, ["homeassistant/#"])
+@pytest.mark.parametrize("qos", [2, 1])
+def test_events_go_out_at_the_configured_qos(broker, tmp_path, qos):
+    """Events at mqtt.qos (2, exactly once, unless a broker lacks it); the alert entity of Home
+    Assistant subscribes at the same QoS, every other entity at 1."""
+    s = sink(broker.url, tmp_path, qos=qos)
+    sub = Subscriber(broker.url, ["homeassistant/#", "maskdoor/door1/events"], qos=2)
     assert sub.wait(lambda: len(sub.on("/config")) == len(s.discovery_configs()))
-    assert all(json.loads(m[1])["qos"] == 1 for m in sub.on("/config"))
+    asked = {m[0].split("/")[-2]: json.loads(m[1])["qos"] for m in sub.on("/config")}
+    assert asked.pop("alert") == qos
+    assert set(asked.values()) == {1}
+    s.on_event(event(1))
+    assert sub.wait(lambda: sub.on("/events"))
+    assert [q for t, q in sub.qos if t.endswith("/events")] == [qos]
     s.close()
     sub.close()
