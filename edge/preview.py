@@ -33,6 +33,7 @@ import cv2
 from edge.app import cpu_temperature
 from edge.config import ConfigError
 from edge.images import COLOURS
+from edge.mqtt import MqttSink
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,6 @@ class LiveView:
         self._viewers = 0
         self._viewers_lock = threading.Lock()
         self._stop = threading.Event()
-        self._probed = (-math.inf, "")
         self.page = resources.files("edge").joinpath("data/preview.html").read_bytes()
         try:
             server = _Server6 if ":" in self.host else ThreadingHTTPServer
@@ -339,38 +339,25 @@ class LiveView:
         return self._last_stats
 
     def _broker(self) -> dict:
-        mq = next((s for s in self.sinks if hasattr(s, "outbox")), None)
+        mq = next((s for s in self.sinks if isinstance(s, MqttSink)), None)
         if mq is None:
             return {"state": "none", "detail": "no broker configured (mqtt.url): events go to "
                     "stdout"}
-        where = f"{getattr(mq, 'host', '?')}:{getattr(mq, 'port', '?')}"
-        connected = bool(getattr(mq, "connected", False))
-        out = {"state": "connected" if connected else "unreachable", "broker": where}
-        if not connected:
-            why = getattr(mq, "last_error", None) or getattr(mq, "reason", None) or \
-                self._probe(getattr(mq, "host", None), getattr(mq, "port", None))
-            out["detail"] = f"{why}; events are kept and sent on reconnection"
+        status = mq.status
+        out = {"state": "connected" if status.connected else "unreachable",
+               "broker": f"{mq.host}:{mq.port}"}
+        if not status.connected:
+            out["detail"] = "; ".join(filter(None, (str(status), status.fix, "events are kept "
+                                                    "and sent when it is back")))
+            out["since"] = status.since
         try:
             out["queued"] = len(mq.outbox)
-            out["dropped"] = getattr(mq.outbox, "dropped", None)
+            out["dropped"] = mq.outbox.dropped
         except Exception as exc:  # the outbox's folder may be gone; the view carries on
             out["queued"] = None
             out["detail"] = out.get("detail") or f"queue unreadable: {exc}"
-        out["sent"] = getattr(mq, "sent", None)
+        out["sent"] = mq.sent
         return out
-
-    def _probe(self, host, port) -> str:
-        """Why the broker cannot be reached, by trying it from here (at most every 5 s)."""
-        now = time.monotonic()
-        if now - self._probed[0] < 5.0:
-            return self._probed[1]
-        try:
-            with socket.create_connection((host, port), timeout=1.0):
-                why = f"{host}:{port} accepts connections but the MQTT connection is down"
-        except (OSError, TypeError) as exc:
-            why = f"cannot connect to {host}:{port} ({getattr(exc, 'strerror', None) or exc})"
-        self._probed = (now, why)
-        return why
 
     def _pins(self) -> dict:
         signals = next((s for s in self.sinks if hasattr(s, "masked_nearby")), None)
