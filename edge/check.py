@@ -81,8 +81,7 @@ def run_checks(cfg) -> int:
         sig = DoorSignals(cfg.gpio)
         try:
             if sig.available:
-                ok &= _line(True, "pins", f"red LED {cfg.gpio.red_led}, buzzer {cfg.gpio.buzzer}, "
-                            f"green LED {cfg.gpio.green_led} (BCM)")
+                ok &= _line(True, "pins", pins_fitted(cfg.gpio))
             else:
                 ok &= _line(False, "pins", sig.reason)
         finally:
@@ -91,3 +90,12 @@ def run_checks(cfg) -> int:
         _line(None, "pins", "disabled (gpio.enabled = false)")
     print("all checks passed" if ok else "some checks failed", file=sys.stderr)
     return 0 if ok else 1
+
+
+def pins_fitted(gpio) -> str:
+    """The parts and their BCM pins, e.g. 'red LED 17, buzzer 27 (BCM); no green LED'."""
+    parts = (("red LED", gpio.red_led), ("buzzer", gpio.buzzer), ("green LED", gpio.green_led))
+    fitted = ", ".join(f"{name} {pin}" for name, pin in parts if pin >= 0)
+    absent = ", ".join(name for name, pin in parts if pin < 0)
+    return (f"{fitted} (BCM)" if fitted else "no part fitted") + (f"; no {absent}" if absent
+                                                                   else "")

@@ -68,3 +68,13 @@ def test_signals_check_says_what_to_fix(tmp_path):
                           timeout=60)
     assert none.returncode == 1 and none.stdout.startswith("FAIL  signals:")
     assert "Traceback" not in none.stderr
+
+
+def test_check_names_only_the_parts_fitted(tmp_path):
+    conf = tmp_path / "c.toml"
+    conf.write_text("[gpio]\nred_led = -1\ngreen_led = 22\n")
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+    run = subprocess.run([EXE, "check", "--config", str(conf)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    pins = [line for line in (run.stdout + run.stderr).splitlines() if "pins" in line]
+    assert pins == ["PASS  pins: buzzer 27, green LED 22 (BCM); no red LED"], run.stdout + run.stderr
