@@ -42,7 +42,7 @@ def _add_classifier_arg(p: argparse.ArgumentParser, none: str | None,
 
 
 def _detector(args):
-    from edge.detector import load_detector
+    from edge.inference.detector import load_detector
     return load_detector(args.model, threads=args.threads, threshold=args.threshold,
                         edgetpu=args.edgetpu)
 
@@ -91,7 +91,7 @@ def _detect_one(path: Path, args, detector, classifier, written: set[str]) -> No
 
 
 def cmd_detect(args) -> int:
-    from edge.classifier import optional_classifier
+    from edge.inference.classifier import optional_classifier
     from edge.images import image_files
     if args.out:
         _output_folder(args.out)
@@ -118,9 +118,28 @@ def cmd_detect(args) -> int:
     return 1 if failed else 0
 
 
+# The commands that measure rather than run the door live with the workstation tools, which
+# import edge and never the reverse: the device package names them only here, by module, and
+# loads one only when it is asked for.
+MEASURING = {"eval": "convert.measure.evaluation_run", "bench": "convert.measure.bench"}
+
+
+def measuring(cmd: str):
+    """The module of a measuring command (``MEASURING``), or a MaskdoorError saying what to
+    install when this installation lacks the workstation tools."""
+    import importlib
+    try:
+        return importlib.import_module(MEASURING[cmd])
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "convert":
+            raise
+        raise MaskdoorError(f"this installation has no measuring tools ({MEASURING[cmd]}); "
+                            "install the whole distribution: pip install 'maskdoor[convert]'"
+                            ) from None
+
+
 def cmd_eval(args) -> int:
-    from edge.evaluation_run import run_eval
-    return run_eval(args)
+    return measuring("eval").run_eval(args)
 
 
 # command-line flags that override a config key: argparse dest -> (key, flag)
@@ -140,7 +159,7 @@ def load_config(args, path: Path | None = None):
         if getattr(args, dest, None) is not None:
             overrides[key], labels[key] = getattr(args, dest), flag
     if getattr(args, "preview", None):  # the live view, for install time
-        from edge.preview import parse_address
+        from edge.sinks.preview import parse_address
         host, port = parse_address(args.preview)
         overrides.update({"preview.enabled": True, "preview.port": port})
         labels.update({"preview.enabled": "--preview", "preview.port": "--preview"})
@@ -150,7 +169,7 @@ def load_config(args, path: Path | None = None):
 
 
 def cmd_run(args) -> int:
-    from edge.runner import run
+    from edge.service import run
     cfg = load_config(args)
     logging.getLogger().setLevel(cfg.service.log_level)
     return run(cfg, max_frames=args.max_frames)
@@ -168,21 +187,20 @@ def cmd_config(args) -> int:
 
 
 def cmd_alerts(args) -> int:
-    from edge.alerts import watch
+    from edge.sinks.alerts import watch
     return watch(args.mqtt, args.prefix, args.device, args.count, args.timeout,
                  keep_as=args.keep_as, as_json=args.json)
 
 
 def cmd_bench(args) -> int:
-    from edge.bench import run_bench
-    return run_bench(args)
+    return measuring("bench").run_bench(args)
 
 
 def cmd_check(args) -> int:
     from edge.check import run_checks
     cfg = load_config(args)
     if args.signals:
-        from edge.signals_check import check_signals
+        from edge.sinks.signals_check import check_signals
         return check_signals(cfg.gpio)
     return run_checks(cfg)
 

@@ -127,7 +127,7 @@ def _broker_url(value: str) -> str | None:
         return None
     if _odd_characters(value):
         return f"contains spaces or control characters; {BROKER_FIX}"
-    from edge.mqtt import BrokerURLError, parse_url
+    from edge.sinks.mqtt import BrokerURLError, parse_url
     try:
         parse_url(value)
     except ValueError as exc:
@@ -445,7 +445,7 @@ def _relations(values: dict[str, dict[str, Any]], where: Callable[[str], str]) -
                         "with a user name; set mqtt.username")
     url = mqtt.get("url")
     if url and mqtt.get("ca_certs"):
-        from edge.mqtt import parse_url
+        from edge.sinks.mqtt import parse_url
         if not parse_url(url)[2]:
             problems.append(f"{where('mqtt.ca_certs')}: mqtt.ca_certs = "
                             f"{_show(mqtt['ca_certs'])}: only used with TLS; write the broker "

@@ -108,7 +108,7 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
 
     The detector and classifier run on every ``detect_every``-th frame; on the frames between,
     the tracker carries the faces on at their measured speed. With a ``gate``
-    (edge.motion.MotionGate), frames where nothing moved keep the last faces where they are."""
+    (edge.tracking.motion.MotionGate), frames where nothing moved keep the last faces where they are."""
     stats = stats if stats is not None else RunStats()  # one given is read by the live view
     stop = stop or threading.Event()
     next_stats = time.monotonic() + stats_interval_s if stats_interval_s else None

@@ -64,6 +64,12 @@ def box_array(boxes: Iterable[Box]) -> np.ndarray:
     return np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes], np.float32).reshape(-1, 4)
 
 
+def face_arrays(faces: Iterable["Face"]) -> tuple[np.ndarray, np.ndarray]:
+    """Faces as (boxes (N, 4) x1 y1 x2 y2, scores (N,)) arrays."""
+    faces = list(faces)
+    return box_array(f.box for f in faces), np.array([f.score for f in faces], np.float32)
+
+
 @dataclass(frozen=True)
 class Face:
     """A detected face: box in image pixels, detector confidence, and (later) a mask verdict."""

@@ -188,7 +188,7 @@ class Subscriber:
     def __init__(self, url: str, topics: list[str], client_id: str | None = None,
                  clean_session: bool = True, ca_file=None, username=None, password=None):
         import paho.mqtt.client as mqtt
-        from edge.mqtt import parse_url
+        from edge.sinks.mqtt import parse_url
         host, port, tls = parse_url(url)
         self.messages: list[tuple[str, bytes, bool]] = []
         self.redelivered: list[tuple[str, bytes]] = []

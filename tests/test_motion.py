@@ -2,11 +2,11 @@
 
 import numpy as np
 
-from edge.app import SafeSinks, process_frames
-from edge.motion import MotionGate
-from edge.policy import DoorPolicy
-from edge.sources import ArraySource, SyncReader
-from edge.tracker import IoUTracker
+from edge.door import SafeSinks, process_frames
+from edge.tracking.motion import MotionGate
+from edge.tracking.policy import DoorPolicy
+from edge.camera.sources import ArraySource, SyncReader
+from edge.tracking.tracker import IoUTracker
 from edge.types import Box, Face
 
 rng = np.random.default_rng(0)

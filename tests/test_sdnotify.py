@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 
-from edge.app import SafeSinks, process_frames
-from edge.policy import DoorPolicy
+from edge.door import SafeSinks, process_frames
+from edge.tracking.policy import DoorPolicy
 from edge.sdnotify import Notifier
-from edge.tracker import IoUTracker
+from edge.tracking.tracker import IoUTracker
 from edge.types import Frame
 
 

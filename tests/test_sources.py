@@ -9,7 +9,7 @@ import pytest
 from conftest import FIXTURE_IMAGES
 from edge import config
 from edge.errors import CameraError
-from edge.sources import (DEMO_CLIP, FolderSource, FrameSource, LatestFrameGrabber, SyncReader,
+from edge.camera.sources import (DEMO_CLIP, FolderSource, FrameSource, LatestFrameGrabber, SyncReader,
                           open_source, reader_for)
 
 

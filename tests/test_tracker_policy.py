@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from edge.policy import DoorPolicy
-from edge.tracker import IoUTracker
+from edge.tracking.policy import DoorPolicy
+from edge.tracking.tracker import IoUTracker
 from edge.types import Box, Face, Frame
 
 FRAME = Frame(np.zeros((480, 640, 3), np.uint8), 0, 0.0)
@@ -114,8 +114,8 @@ def test_coasting_moves_faces_at_their_speed_without_voting():
 
 
 def test_detecting_every_third_frame_still_warns_once():
-    from edge.app import SafeSinks, process_frames
-    from edge.sources import ArraySource, SyncReader
+    from edge.door import SafeSinks, process_frames
+    from edge.camera.sources import ArraySource, SyncReader
 
     class Detector:  # a person walking right, 6 px per frame, seen every third frame
         calls = 0

@@ -10,11 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from edge.app import SafeSinks, process_frames
-from edge.policy import DoorPolicy
+from edge.door import SafeSinks, process_frames
+from edge.tracking.policy import DoorPolicy
 from edge.sdnotify import Notifier
-from edge.sources import FrameSource, LatestFrameGrabber
-from edge.tracker import IoUTracker
+from edge.camera.sources import FrameSource, LatestFrameGrabber
+from edge.tracking.tracker import IoUTracker
 
 WATCHDOG_S = 2.0  # WatchdogSec (the loop waits up to 1 s for a frame, then pings if due)
 HUNG_S = 3.0
@@ -102,7 +102,7 @@ def test_a_camera_being_reopened_keeps_the_watchdog_fed(tmp_path, caplog):
 
 def test_a_camera_stuck_in_its_driver_lets_the_watchdog_restart_the_service(tmp_path, caplog):
     cam = Camera()
-    with caplog.at_level(logging.WARNING, "edge.sources"):
+    with caplog.at_level(logging.WARNING, "edge.camera.sources"):
         pings = watch(tmp_path, cam, 0.5 + HUNG_S + 2 * WATCHDOG_S, freeze_at=0.5)
     assert pings and pings[0] < 0.5, "fed while frames came"
     assert 0.5 + HUNG_S - WATCHDOG_S < pings[-1] < 0.5 + HUNG_S + 0.2, pings

@@ -16,7 +16,7 @@ import numpy as np
 
 def _frames(source: str, limit: int):
     from edge import config
-    from edge.sources import open_source
+    from edge.camera.sources import open_source
     src = open_source(config.load(None, {"camera.source": source}).camera)
     src.open()
     frames = []
@@ -42,8 +42,8 @@ def _time(fn, frames, warmup: int = 10) -> dict:
 
 def _stage_times(det, cls, frames) -> dict:
     """Median ms of each stage of our loop over ``frames`` (classifier: per face)."""
-    from edge.policy import DoorPolicy
-    from edge.tracker import IoUTracker
+    from edge.tracking.policy import DoorPolicy
+    from edge.tracking.tracker import IoUTracker
     from edge.types import Frame
     tracker, policy = IoUTracker(), DoorPolicy("bench")
     t = {k: [] for k in ("preprocess", "detector", "postprocess", "classifier per face",
@@ -80,11 +80,11 @@ def _detect_in_stages(det, img, t: dict) -> list:
 
 def _empty_scene_cpu(det, cls, image, fps: float = 15.0, frames: int = 150) -> dict:
     """Share of one core that a still, empty scene costs at ``fps``, gating on and off."""
-    from edge.app import SafeSinks, process_frames
-    from edge.motion import MotionGate
-    from edge.policy import DoorPolicy
-    from edge.sources import ArraySource, SyncReader
-    from edge.tracker import IoUTracker
+    from edge.door import SafeSinks, process_frames
+    from edge.tracking.motion import MotionGate
+    from edge.tracking.policy import DoorPolicy
+    from edge.camera.sources import ArraySource, SyncReader
+    from edge.tracking.tracker import IoUTracker
 
     out = {}
     for name, gate in (("motion gating on", MotionGate()), ("motion gating off", None)):
@@ -101,22 +101,22 @@ def _loop_fps(source: str, model: str, classifier: str, threads: int, frames: in
               gate: bool = True, every: int = 1) -> dict:
     """Frames/s of the whole door loop (decode to sinks), in this process."""
     from edge import config
-    from edge.app import SafeSinks, process_frames
-    from edge.mqtt import StdoutSink
-    from edge.policy import DoorPolicy
-    from edge.runner import build_models
-    from edge.sources import open_source, reader_for
-    from edge.tracker import IoUTracker
+    from edge.door import SafeSinks, process_frames
+    from edge.sinks.mqtt import StdoutSink
+    from edge.tracking.policy import DoorPolicy
+    from edge.service import build_models
+    from edge.camera.sources import open_source, reader_for
+    from edge.tracking.tracker import IoUTracker
     import io
 
-    from edge.motion import gate_for
+    from edge.tracking.motion import gate_for
     cfg = config.load(None, {"camera.source": source, "detector.model": model,
                              "classifier.model": classifier, "detector.threads": threads,
                              "classifier.threads": threads, "detector.motion_gate": gate,
                              "detector.every": every})
     det, cls = build_models(cfg)
     reader = reader_for(open_source(cfg.camera), cfg.camera).start()
-    app_log = logging.getLogger("edge.app")
+    app_log = logging.getLogger("edge.door")
     level = app_log.level
     app_log.setLevel(logging.WARNING)  # the demo's alert is not news in a benchmark
     try:
@@ -139,14 +139,14 @@ def _view_loop_fps(source: str, model: str, classifier: str, frames: int) -> dic
     import cv2
 
     from edge import config
-    from edge.app import SafeSinks, process_frames
-    from edge.motion import gate_for
-    from edge.mqtt import StdoutSink
-    from edge.policy import DoorPolicy
-    from edge.preview import LiveView
-    from edge.runner import build_models
-    from edge.sources import open_source, reader_for
-    from edge.tracker import IoUTracker
+    from edge.door import SafeSinks, process_frames
+    from edge.tracking.motion import gate_for
+    from edge.sinks.mqtt import StdoutSink
+    from edge.tracking.policy import DoorPolicy
+    from edge.sinks.preview import LiveView
+    from edge.service import build_models
+    from edge.camera.sources import open_source, reader_for
+    from edge.tracking.tracker import IoUTracker
 
     cfg = config.load(None, {"camera.source": source, "detector.model": model,
                              "classifier.model": classifier, "preview.port": 0})
@@ -169,7 +169,7 @@ def _view_loop_fps(source: str, model: str, classifier: str, frames: int) -> dic
         except OSError:
             pass  # the view closed
 
-    app_log = logging.getLogger("edge.app")
+    app_log = logging.getLogger("edge.door")
     level = app_log.level
     app_log.setLevel(logging.WARNING)
     out = {}
@@ -198,7 +198,7 @@ def _view_loop_fps(source: str, model: str, classifier: str, frames: int) -> dic
     out["one viewer, cpu ms per frame"] = round(out["view on, one viewer"]["cpu_ms_per_frame"] -
                                                 out["view off"]["cpu_ms_per_frame"], 2)
     # the same costs timed alone, steadier than the differences above on a busy machine
-    from edge.preview import draw
+    from edge.sinks.preview import draw
     from edge.types import Frame
     images = _frames(source, 30)
     view = LiveView(cfg, det, cls, port=0)
@@ -254,8 +254,8 @@ def _peer_fps(frames, detect, classify=None) -> float:
 
 
 def _estimates(det, cls) -> dict:
-    """MACs of each model and estimated ms on devices that are not here (edge.opcount)."""
-    from edge.opcount import estimates, op_counts
+    """MACs of each model and estimated ms on devices that are not here (convert.measure.opcount)."""
+    from convert.measure.opcount import estimates, op_counts
     out = {}
     for name, paths in (("detector", det.model_paths()), ("classifier per face", cls.model_paths())):
         macs = sum(op_counts(p)[0] for p in paths)
@@ -268,9 +268,9 @@ def run_bench(args) -> int:
     import os
     from pathlib import Path
 
-    from edge.classifier import load_classifier
-    from edge.detector import load_detector
-    from edge.peers import (AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir)
+    from edge.inference.classifier import load_classifier
+    from edge.inference.detector import load_detector
+    from convert.measure.peers import (AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir)
 
     frames = _frames(args.source, args.frames)
     det = load_detector(args.model, threads=args.threads)

@@ -129,7 +129,7 @@ AIZOO_RATIOS = (1.0, 0.62, 0.42)
 def aizoo_anchor_spec(input_px: int = 260):
     """AIZOO's anchors (its generate_anchors) as an AnchorSpec: sizes with the first ratio,
     then the first size with the other ratios, centres at (i + 0.5) / map size."""
-    from edge.ssd import AnchorSpec, FeatureMapSpec
+    from edge.inference.ssd import AnchorSpec, FeatureMapSpec
     fms = []
     for fs, sizes in zip(AIZOO_FEATURE_MAPS, AIZOO_SIZES):
         boxes = [(s * np.sqrt(AIZOO_RATIOS[0]) * input_px, s / np.sqrt(AIZOO_RATIOS[0]) * input_px)
@@ -148,8 +148,8 @@ class AizooDetector:
     labels = ("with_mask", "without_mask")
 
     def __init__(self, weights_dir: str | Path, threshold: float = 0.5, threads: int = 1):
-        from edge.detector import SSDDecoder
-        from edge.tflite import Model
+        from edge.inference.detector import SSDDecoder
+        from edge.inference.tflite import Model
         self.model = Model(Path(weights_dir) / "peers" / AIZOO_FILE
                            if (Path(weights_dir) / "peers").is_dir()
                            else Path(weights_dir) / AIZOO_FILE, threads=threads)

@@ -22,7 +22,7 @@ from edge.types import Frame
 
 log = logging.getLogger(__name__)
 
-DEMO_CLIP = Path(__file__).resolve().parent / "data" / "demo_door.mp4"
+DEMO_CLIP = Path(__file__).resolve().parents[1] / "data" / "demo_door.mp4"
 # A camera call (read or reopen) pending this long is stuck in its driver, where no thread can
 # interrupt it: only a restart helps. Twice OpenCV's own 30 s network read timeout, so a stalled
 # stream times out and is reopened long before.

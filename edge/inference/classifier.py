@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.crops import CropRunner, square_crop_box
+from edge.inference.crops import CropRunner, square_crop_box
 from edge.errors import ModelError
-from edge.tflite import Model, OneModel, load_sidecar, read_spec, sidecar_path
+from edge.inference.tflite import Model, OneModel, load_sidecar, read_spec, sidecar_path
 from edge.types import Face
 from models import MASK_CLASSIFIER as DEFAULT_MODEL
 from models import DEFAULT_CLASSIFIER, classifier_path
@@ -83,7 +83,7 @@ class MaskClassifier(_Verdicts, OneModel):
                  edgetpu: bool = False, runtime: str | None = None, batch: bool = True):
         if Path(model_path).suffix == ".json":
             raise ModelError(f"{model_path}: a classifier ensemble spec; load it with "
-                             "edge.classifier.load_classifier")
+                             "edge.inference.classifier.load_classifier")
         self.model = Model(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime)
         # Several faces in one frame go through the model as one batch where it allows
         # (not on the Edge TPU, whose compiled models have a fixed batch of one).

@@ -13,12 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge import ssd, verifier
-from edge.crops import CropRunner
+from edge.inference import ssd
+from edge.inference import verifier
+from edge.inference.crops import CropRunner
 from edge.errors import ModelError
-from edge.evaluate import face_arrays
-from edge.tflite import Model, OneModel, load_sidecar, read_spec, sidecar_path
-from edge.types import Box, Face
+from edge.inference.tflite import Model, OneModel, load_sidecar, read_spec, sidecar_path
+from edge.types import Box, Face, face_arrays
 
 from models import FACE_DETECTOR as DEFAULT_MODEL  # noqa: E402
 
@@ -146,7 +146,7 @@ MULTIPASS_FORMAT = "maskdoor-multipass/1"
 
 class MultiPassDetector:
     """Several passes of shipped SSD models over one image (input sizes, mirror images), fused
-    (``edge.ssd.fuse``): more faces found at the same precision, for the cost of every pass.
+    (``edge.inference.ssd.fuse``): more faces found at the same precision, for the cost of every pass.
     For photos (the proposals of ``maskdoor detect --model accurate``), not for the door's frame
     rate.
 
@@ -250,7 +250,7 @@ VERIFIER_FORMAT = "maskdoor-verifier/1"
 
 class VerifiedDetector:
     """A detector (``.tflite`` or multi-pass spec) whose proposals a verifier looks at again
-    (``edge.verifier``): each proposal above a low score floor is cut as a square window, the
+    (``edge.inference.verifier``): each proposal above a low score floor is cut as a square window, the
     verifier gives a face logit and the face's box in the window, and the final score mixes
     the detector's score with the verifier's. Finds faces the detector scored too low or boxed
     loosely, for one small crop network call per proposal.

@@ -1,6 +1,6 @@
 """Alerts for remote subscribers over MQTT (paho-mqtt 2.x), as DESIGN.md's topic table says.
 
-Events are written to the on-disk :class:`~edge.outbox.Outbox` first and a sender thread
+Events are written to the on-disk :class:`~edge.sinks.outbox.Outbox` first and a sender thread
 delivers them in order, one QoS 1 message at a time, removing each only when the broker has
 acknowledged it. So a broker that is down at start-up, goes away or hangs never stops the door
 loop and loses nothing below the queue bound; what is still queued at shutdown goes out at the
@@ -35,7 +35,7 @@ import paho.mqtt.client as mqtt
 
 from edge import __version__
 from edge.errors import MaskdoorError
-from edge.outbox import Outbox
+from edge.sinks.outbox import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from importlib import resources
 
 import cv2
 
-from edge.app import cpu_temperature
+from edge.door import cpu_temperature
 from edge.config import ConfigError
 from edge.images import COLOURS
 

@@ -6,7 +6,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from edge.tracker import Track
+from edge.tracking.tracker import Track
 from edge.types import Box, Event, Frame, TrackedFace
 
 EVENT_TYPES = {"without_mask": "unmasked_face", "incorrect_mask": "incorrect_mask"}

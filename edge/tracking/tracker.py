@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edge.ssd import iou_matrix
+from edge.inference.ssd import iou_matrix
 from edge.types import Box, Face
 
 
