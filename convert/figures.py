@@ -29,11 +29,13 @@ RED, GREEN, BLUE, ORANGE = (40, 40, 220), (40, 160, 40), (180, 90, 20), (0, 140,
 def door_frames():
     """(frame, tracked faces, events) for every frame of the demo clip, through the appliance's
     default models and policy."""
-    from edge.door import SafeSinks, process_frames
+    from edge.door import process_frames
+    from edge.sinks import SafeSinks
     from edge.inference.classifier import load_classifier
-    from edge.inference.detector import load_detector
+    from edge.inference.detectors import load_detector
     from edge.tracking.policy import DoorPolicy
-    from edge.camera.sources import DEMO_CLIP, OpenCVSource, SyncReader
+    from edge.camera.sources import DEMO_CLIP, OpenCVSource
+    from edge.camera.readers import SyncReader
     from edge.tracking.tracker import IoUTracker
     from models import detector_path
 

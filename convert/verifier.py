@@ -99,7 +99,7 @@ def build_proposals(detector_path: Path, data_dir: Path, split: str, jitter: int
     ``MAX_PROPOSALS`` per photo as on the device, plus ``jitter`` boxes per annotated face; cut
     as verifier windows, with their targets."""
     from convert.detector import image_key
-    from edge.inference.detector import load_detector
+    from edge.inference.detectors import load_detector
 
     det = load_detector(detector_path, threads=threads)
     rng = np.random.default_rng(seed)
@@ -294,7 +294,7 @@ def export(run_dir: Path, train_set: Path, detector: Path, data_dir: Path, out_p
     ``maskdoor-verified/1`` spec over ``detector`` (``write_spec``). Calibration uses windows of
     ``train_set``."""
     from convert.quantize import to_int8_tflite
-    from edge.inference.detector import VERIFIER_FORMAT
+    from edge.inference.detectors.verified import VERIFIER_FORMAT
 
     check_spec_members(spec_path, detector, out_path)
     best = json.loads((run_dir / "best.json").read_text())
@@ -345,7 +345,7 @@ def write_spec(verifier_path: Path, detector: Path, data_dir: Path, spec_path: P
     a multi-pass spec): ``alpha``, box step and threshold chosen on ``detector``'s val
     proposals (most recall of faces >= 40 px at precision 0.90, then AP). ``va`` and the
     verifier's ``outputs`` on it are computed when not given."""
-    from edge.inference.detector import VERIFIED_FORMAT, read_verified_spec
+    from edge.inference.detectors.verified import VERIFIED_FORMAT, read_verified_spec
 
     check_spec_members(spec_path, detector, verifier_path)
     va = va if va is not None else build_proposals(detector, data_dir, "val")

@@ -10,13 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from edge import __version__
+from edge import __version__, defaults
+from edge.defaults import DOOR, PHOTOS
 from edge.errors import ImageError, MaskdoorError
 
 log = logging.getLogger("maskdoor")
 
 
-def _add_model_args(p: argparse.ArgumentParser, default: str = "verified") -> None:
+def _add_model_args(p: argparse.ArgumentParser, default: str) -> None:
     from models import detector_path
     p.add_argument("--model", type=detector_path, default=detector_path(default),
                    help="face detector: 'verified' ('full' with a second look at each proposal: "
@@ -31,18 +32,17 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "verified") -> No
     p.add_argument("--edgetpu", action="store_true", help="run on a Coral Edge TPU")
 
 
-def _add_classifier_arg(p: argparse.ArgumentParser, none: str | None,
-                        default: str = "pair") -> None:
+def _add_classifier_arg(p: argparse.ArgumentParser, none: str | None, default: str) -> None:
     from models import classifier_path
     p.add_argument("--classifier", type=classifier_path,
                    default=classifier_path(default) if none is None else None,
                    help="mask classifier: 'pair' (shipped 96 and 160 px models, averaged), "
-                   "'single' (the 96 px model alone: the appliance's), a .tflite or an ensemble "
+                   "'single' (the 96 px model alone), a .tflite or an ensemble "
                    f".json (default: {default})" + (f"; 'none' {none}" if none else ""))
 
 
 def _detector(args):
-    from edge.inference.detector import load_detector
+    from edge.inference.detectors import load_detector
     return load_detector(args.model, threads=args.threads, threshold=args.threshold,
                         edgetpu=args.edgetpu)
 
@@ -96,7 +96,8 @@ def cmd_detect(args) -> int:
     if args.out:
         _output_folder(args.out)
     detector = _detector(args)
-    classifier = optional_classifier(args.classifier, args.threads, args.edgetpu)
+    classifier = optional_classifier(args.classifier, args.threads, args.edgetpu,
+                                     default=PHOTOS.classifier)
     failed = 0
     written: set[str] = set()
     for arg in args.paths:
@@ -207,20 +208,22 @@ def cmd_check(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="maskdoor", description="Warns when someone comes to the "
-                                 "door without a face mask.")
+                                 "door without a face mask.", epilog=defaults.summary())
     ap.add_argument("--version", action="version", version=f"maskdoor {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    d = sub.add_parser("detect", help="find faces in image files or folders")
+    d = sub.add_parser("detect", help="find faces in image files or folders",
+                       epilog=f"default models, for photos: {PHOTOS.why}")
     d.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     d.add_argument("--json", action="store_true", help="one JSON object per image per line")
     d.add_argument("--out", type=Path, help="write annotated copies into this folder")
-    _add_classifier_arg(d, "for faces only")
-    _add_model_args(d)
+    _add_classifier_arg(d, "for faces only", PHOTOS.classifier)
+    _add_model_args(d, PHOTOS.detector)
     d.set_defaults(func=cmd_detect)
 
-    e = sub.add_parser("eval", help="score the detector on a Pascal VOC dataset")
+    e = sub.add_parser("eval", help="score the detector on a Pascal VOC dataset",
+                       epilog=f"default models, for photos: {PHOTOS.why}")
     e.add_argument("dataset", type=Path, help="folder with images/ and annotations/ (any depth)")
     e.add_argument("--split", default="test", help="split from splits.csv, or 'all' (default: test)")
     e.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -232,12 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audited visible faces the annotation lacks (columns image, x1, y1, x2, "
                         "y2; image as in splits.csv): also report precision and AP with "
                         "detections on them ignored")
-    _add_classifier_arg(e, "to skip")
+    _add_classifier_arg(e, "to skip", PHOTOS.classifier)
     e.add_argument("--roc", type=Path, default=None, help="write the classifier's ROC curve PNG")
-    _add_model_args(e)
+    _add_model_args(e, PHOTOS.detector)
     e.set_defaults(func=cmd_eval)
 
-    r = sub.add_parser("run", help="run the door appliance (flags override the config file)")
+    r = sub.add_parser("run", help="run the door appliance (flags override the config file)",
+                       epilog=f"default models (detector.model '{DOOR.detector}', classifier.model "
+                       f"'{DOOR.classifier}'), for the door: {DOOR.why}")
     r.add_argument("--config", type=Path, default=None,
                    help="TOML config (default: /etc/maskdoor/config.toml if it exists)")
     r.add_argument("--source", help="camera source: picamera2, usb:N, file, URL, folder, demo")
@@ -263,14 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--timeout", type=float, default=None, help="exit after N seconds")
     a.set_defaults(func=cmd_alerts)
 
-    b = sub.add_parser("bench", help="latency per stage, frames/s, start-up and memory, beside the peers")
+    b = sub.add_parser("bench", help="latency per stage, frames/s, start-up and memory, beside the peers",
+                       epilog=f"default models, the door's: {DOOR.why}")
     b.add_argument("--source", default="demo", help="frames to time on (default: the demo clip)")
     b.add_argument("--frames", type=int, default=150, help="how many frames (default: 150)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--peers", type=Path, default=None,
                    help="folder with res10's Caffe files (default: ../shared/weights if found)")
-    _add_model_args(b, default="door")
-    _add_classifier_arg(b, None, default="single")
+    _add_model_args(b, DOOR.detector)
+    _add_classifier_arg(b, None, DOOR.classifier)
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("config", help="print the default config, or check a config file")

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from edge.defaults import DOOR
 from edge.errors import MaskdoorError
 from models import CLASSIFIERS, DETECTORS
 
@@ -259,7 +260,7 @@ SCHEMA: dict[str, Section] = {
                               0.1, 3600),
     }),
     "detector": Section("The SSD face detector.", {
-        "model": Field("door", str, "'door': the shipped 256x256 detector, for faces close to the "
+        "model": Field(DOOR.detector, str, "'door': the shipped 256x256 detector, for faces close to the "
                        "door (fastest); 'full': the shipped 448x448 one, which also finds small "
                        "faces far away; 'verified': 'full' with a second look at each proposal "
                        "(more faces, slower); 'accurate': two detectors at 448, plus 544 and 768 "
@@ -280,7 +281,7 @@ SCHEMA: dict[str, Section] = {
                        "the frames between, the tracker moves the faces at their speed", 1, 30),
     }),
     "classifier": Section("The mask classifier.", {
-        "model": Field("single", str, "'single': the shipped 96 px model (fits a 10 ms frame "
+        "model": Field(DOOR.classifier, str, "'single': the shipped 96 px model (fits a 10 ms frame "
                        "with the 'door' detector); 'pair': the 96 px and 160 px models averaged "
                        "(fewer wrong verdicts, about 3.5x the classifier time); or the path of a "
                        ".tflite or ensemble .json", models=tuple(CLASSIFIERS)),

@@ -2,8 +2,9 @@
 
 :func:`process_frames` receives every stage as an argument and runs until the source ends,
 ``max_frames`` frames are done, or ``stop`` is set, so a test can drive it with a file. Sinks
-(MQTT or stdout first, then LED/buzzer) are called through :class:`SafeSinks`: a failing sink
-is logged once and skipped, and the door loop carries on.
+(MQTT or stdout first, then LED/buzzer) are called through ``edge.sinks.SafeSinks``: a failing
+sink is logged once and skipped, and the door loop carries on. ``edge.service`` builds the
+stages from the config and runs this loop under systemd.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import cv2
 
-from edge.types import Event, Frame, TrackedFace
+from edge.sinks import SafeSinks
 
 log = logging.getLogger(__name__)
 
@@ -52,51 +53,6 @@ def cpu_temperature() -> float | None:
         return round(int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000, 1)
     except (OSError, ValueError):
         return None
-
-
-class SafeSinks:
-    """Calls each sink's ``on_event``/``on_state``/``on_stats`` in the order given; one that
-    raises is logged once per kind of failure and the others still run.
-
-    Give the sink that keeps events (the MQTT outbox, stdout) first: an event is then on disk
-    before the LED lights or the log names it, so a kill at any moment after either loses
-    nothing."""
-
-    def __init__(self, sinks):
-        self.sinks = list(sinks)
-        self._failed: set = set()
-
-    def _call(self, sink, method, *args):
-        fn = getattr(sink, method, None)
-        if fn is None:
-            return
-        try:
-            fn(*args)
-            self._failed.discard((id(sink), method))
-        except Exception as exc:  # principle: nothing on the door loop may crash it
-            key = (id(sink), method)
-            if key not in self._failed:
-                self._failed.add(key)
-                log.error("%s.%s failed: %s; the door keeps running", type(sink).__name__,
-                          method, exc)
-
-    def event(self, event: Event, jpeg: bytes | None):
-        for s in self.sinks:
-            self._call(s, "on_event", event, jpeg)
-
-    def frame(self, frame: Frame, faces: list[TrackedFace]):
-        unmasked = sum(1 for f in faces if f.verdict in ("without_mask", "incorrect_mask"))
-        for s in self.sinks:
-            self._call(s, "on_state", len(faces), unmasked)
-            self._call(s, "on_frame", frame, faces)
-
-    def stats(self, stats: dict):
-        for s in self.sinks:
-            self._call(s, "on_stats", stats)
-
-    def close(self):
-        for s in self.sinks:
-            self._call(s, "close")
 
 
 def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSinks,

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 from edge import config as configuration
-from edge.door import RunStats, SafeSinks, process_frames
+from edge.defaults import DOOR
+from edge.door import RunStats, process_frames
+from edge.sinks import SafeSinks
 from edge.sdnotify import Notifier
 
 log = logging.getLogger("maskdoor.run")
@@ -43,18 +45,18 @@ SMALLEST_FACE_PX = 24  # at the detector's input; smaller faces are often missed
 
 def build_models(cfg):
     from edge.inference.classifier import load_classifier
-    from edge.inference.detector import load_detector
+    from edge.inference.detectors import load_detector
     from models import FACE_DETECTOR, detector_path
-    det = load_detector(detector_path(cfg.detector.model or "door"), threads=cfg.detector.threads,
+    det = load_detector(detector_path(cfg.detector.model or DOOR.detector), threads=cfg.detector.threads,
                        threshold=cfg.detector.threshold or None, edgetpu=cfg.detector.edgetpu)
     close_px = cfg.policy.min_face_width_frac * det.input_hw[1]
     if close_px < SMALLEST_FACE_PX:
-        fix = "set detector.model = 'full' or raise" if det.model.path != FACE_DETECTOR else "raise"
+        fix = "raise" if FACE_DETECTOR in det.model_paths() else "set detector.model = 'full' or raise"
         log.warning("a face at policy.min_face_width_frac = %g is only %.0f px wide at the "
                     "detector's %dx%d input, too small to find reliably: %s "
                     "policy.min_face_width_frac", cfg.policy.min_face_width_frac, close_px,
                     det.input_hw[1], det.input_hw[0], fix)
-    cls = load_classifier(cfg.classifier.model or "single",
+    cls = load_classifier(cfg.classifier.model or DOOR.classifier,
                           threads=cfg.classifier.threads, edgetpu=cfg.classifier.edgetpu)
     return det, cls
 
@@ -73,7 +75,7 @@ def build_sinks(cfg, device_id: str):
             log.info("%d event(s) queued from an earlier run will be sent", len(outbox))
         keeper.start()
     else:
-        from edge.sinks.mqtt import StdoutSink
+        from edge.sinks.stdout import StdoutSink
         log.info("no MQTT broker configured (mqtt.url): events go to stdout as JSON lines")
         keeper = StdoutSink()
     return [keeper, DoorSignals(cfg.gpio)]
@@ -82,7 +84,8 @@ def build_sinks(cfg, device_id: str):
 def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None) -> int:
     from edge.tracking.motion import gate_for
     from edge.tracking.policy import DoorPolicy
-    from edge.camera.sources import open_source, reader_for
+    from edge.camera.sources import open_source
+    from edge.camera.readers import reader_for
     from edge.tracking.tracker import IoUTracker
 
     notifier = Notifier()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -70,13 +71,33 @@ def face_arrays(faces: Iterable["Face"]) -> tuple[np.ndarray, np.ndarray]:
     return box_array(f.box for f in faces), np.array([f.score for f in faces], np.float32)
 
 
+class Verdict(str, Enum):
+    """What the mask classifier says of a face. A ``str``, so JSON payloads and comparisons with
+    the label strings of the models' sidecars stay as they were."""
+
+    WITH_MASK = "with_mask"
+    WITHOUT_MASK = "without_mask"
+    INCORRECT_MASK = "incorrect_mask"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @classmethod
+    def unmasked(cls) -> frozenset["Verdict"]:
+        """The verdicts that mean 'not properly masked'."""
+        return frozenset({cls.WITHOUT_MASK, cls.INCORRECT_MASK})
+
+
 @dataclass(frozen=True)
 class Face:
     """A detected face: box in image pixels, detector confidence, and (later) a mask verdict."""
 
     box: Box
     score: float
-    label: str | None = None
+    label: Verdict | None = None
     label_score: float | None = None
     probs: dict[str, float] = field(default_factory=dict)
 
@@ -114,7 +135,7 @@ class TrackedFace:
 
     track_id: int
     face: Face
-    verdict: str | None
+    verdict: Verdict | None
     verdict_score: float
     width_frac: float
     unmasked_streak: int

@@ -43,7 +43,7 @@ def test_stage_times_of_a_multi_pass_detector_time_it_whole():
     from conftest import FIXTURE_IMAGES
     from convert.measure.bench import _stage_times
     from edge.inference.classifier import MaskClassifier
-    from edge.inference.detector import load_detector
+    from edge.inference.detectors import load_detector
     from models import MASK_CLASSIFIER, detector_path
     frames = [cv2.imread(str(p)) for p in FIXTURE_IMAGES[:2]]
     stages = _stage_times(load_detector(detector_path("accurate")), MaskClassifier(MASK_CLASSIFIER),
@@ -55,7 +55,7 @@ def test_stage_times_of_a_multi_pass_detector_time_it_whole():
 def test_estimates_count_every_member_of_a_classifier_pair():
     from convert.measure.bench import _estimates
     from edge.inference.classifier import load_classifier
-    from edge.inference.detector import load_detector
+    from edge.inference.detectors import load_detector
     from models import detector_path
     det = load_detector(detector_path("door"))
     single = _estimates(det, load_classifier("single"))["classifier per face"]

@@ -17,7 +17,7 @@ def test_int8_detector_loads_and_detects_through_edge(arch, shared_weights, tmp_
     needs_tensorflow()
     from convert.detector import build
     from convert.quantize import to_int8_tflite
-    from edge.inference.detector import FaceDetector, softmax_face
+    from edge.inference.detectors.tflite_ssd import FaceDetector, softmax_face
     from convert.measure.opcount import op_counts
 
     hw = (160, 160) if arch == "res10" else (128, 128)
@@ -42,7 +42,7 @@ def test_int8_detector_loads_and_detects_through_edge(arch, shared_weights, tmp_
 def test_shipped_detector_priors_match_convert(shared_weights):
     needs_tensorflow()
     from convert.detector import build
-    from edge.inference.detector import load_sidecar
+    from edge.inference.tflite import load_sidecar
     from models import FACE_DETECTOR
 
     meta = load_sidecar(FACE_DETECTOR)
@@ -75,7 +75,8 @@ def test_multipass_spec_gets_its_threshold_on_val(tmp_path):
 
     from conftest import FIXTURES
     from convert.detector import write_multipass
-    from edge.inference.detector import MultiPassDetector, load_detector
+    from edge.inference.detectors.multipass import MultiPassDetector
+    from edge.inference.detectors import load_detector
     from models import FACE_DETECTOR, MODELS_DIR
 
     FACE_DETECTOR_544 = MODELS_DIR / "face_detector_544.tflite"

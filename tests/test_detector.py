@@ -8,7 +8,8 @@ import pytest
 
 from conftest import FIXTURES, FIXTURE_IMAGES
 from convert.measure.dataset import load_voc_dataset
-from edge.inference.detector import FaceDetector, load_sidecar
+from edge.inference.detectors.tflite_ssd import FaceDetector
+from edge.inference.tflite import load_sidecar
 from edge.errors import ModelError
 from models import FACE_DETECTOR, FACE_DETECTOR_DOOR, detector_path
 

@@ -14,7 +14,8 @@ from edge.cli import main
 from convert.measure.dataset import load_voc_dataset
 from edge.errors import ModelError
 from edge.types import Face
-from models import DEFAULT_CLASSIFIER, MASK_CLASSIFIER, MASK_CLASSIFIER_160, MASK_CLASSIFIER_PAIR
+from edge.defaults import PHOTOS
+from models import MASK_CLASSIFIER, MASK_CLASSIFIER_160, MASK_CLASSIFIER_PAIR, classifier_path
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,8 @@ def faces():
     return out
 
 
-def test_pair_is_the_default_and_averages_its_members(pair, faces):
-    assert DEFAULT_CLASSIFIER == MASK_CLASSIFIER_PAIR
+def test_pair_is_the_photo_default_and_averages_its_members(pair, faces):
+    assert classifier_path(PHOTOS.classifier) == MASK_CLASSIFIER_PAIR
     assert isinstance(pair, EnsembleClassifier)
     assert pair.model_paths() == [MASK_CLASSIFIER, MASK_CLASSIFIER_160]
     assert pair.describe().startswith("int8 96x96+160x160, averaged")

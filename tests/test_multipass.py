@@ -10,7 +10,9 @@ import pytest
 
 from conftest import FIXTURES, FIXTURE_IMAGES
 from convert.measure.dataset import load_voc_dataset
-from edge.inference.detector import FaceDetector, MultiPassDetector, load_detector
+from edge.inference.detectors.tflite_ssd import FaceDetector
+from edge.inference.detectors.multipass import MultiPassDetector
+from edge.inference.detectors import load_detector
 from edge.errors import ModelError
 from edge.inference.ssd import fuse
 from models import FACE_DETECTOR, FACE_DETECTOR_4PASS

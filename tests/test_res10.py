@@ -36,7 +36,7 @@ def test_priors_match_opencv(rebuilt, opencv_net):
 
 @pytest.mark.parametrize("path", FIXTURE_IMAGES, ids=lambda p: p.name)
 def test_detections_match_opencv(rebuilt, opencv_net, path):
-    from edge.inference.detector import SSDDecoder, softmax_face
+    from edge.inference.detectors.tflite_ssd import SSDDecoder, softmax_face
     model, spec, det = rebuilt
     image = cv2.imread(str(path))
     h, w = image.shape[:2]

@@ -80,10 +80,12 @@ def _detect_in_stages(det, img, t: dict) -> list:
 
 def _empty_scene_cpu(det, cls, image, fps: float = 15.0, frames: int = 150) -> dict:
     """Share of one core that a still, empty scene costs at ``fps``, gating on and off."""
-    from edge.door import SafeSinks, process_frames
+    from edge.door import process_frames
+    from edge.sinks import SafeSinks
     from edge.tracking.motion import MotionGate
     from edge.tracking.policy import DoorPolicy
-    from edge.camera.sources import ArraySource, SyncReader
+    from edge.camera.sources import ArraySource
+    from edge.camera.readers import SyncReader
     from edge.tracking.tracker import IoUTracker
 
     out = {}
@@ -101,11 +103,13 @@ def _loop_fps(source: str, model: str, classifier: str, threads: int, frames: in
               gate: bool = True, every: int = 1) -> dict:
     """Frames/s of the whole door loop (decode to sinks), in this process."""
     from edge import config
-    from edge.door import SafeSinks, process_frames
-    from edge.sinks.mqtt import StdoutSink
+    from edge.door import process_frames
+    from edge.sinks import SafeSinks
+    from edge.sinks.stdout import StdoutSink
     from edge.tracking.policy import DoorPolicy
     from edge.service import build_models
-    from edge.camera.sources import open_source, reader_for
+    from edge.camera.sources import open_source
+    from edge.camera.readers import reader_for
     from edge.tracking.tracker import IoUTracker
     import io
 
@@ -139,13 +143,15 @@ def _view_loop_fps(source: str, model: str, classifier: str, frames: int) -> dic
     import cv2
 
     from edge import config
-    from edge.door import SafeSinks, process_frames
+    from edge.door import process_frames
+    from edge.sinks import SafeSinks
     from edge.tracking.motion import gate_for
-    from edge.sinks.mqtt import StdoutSink
+    from edge.sinks.stdout import StdoutSink
     from edge.tracking.policy import DoorPolicy
     from edge.sinks.preview import LiveView
     from edge.service import build_models
-    from edge.camera.sources import open_source, reader_for
+    from edge.camera.sources import open_source
+    from edge.camera.readers import reader_for
     from edge.tracking.tracker import IoUTracker
 
     cfg = config.load(None, {"camera.source": source, "detector.model": model,
@@ -269,7 +275,7 @@ def run_bench(args) -> int:
     from pathlib import Path
 
     from edge.inference.classifier import load_classifier
-    from edge.inference.detector import load_detector
+    from edge.inference.detectors import load_detector
     from convert.measure.peers import (AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir)
 
     frames = _frames(args.source, args.frames)

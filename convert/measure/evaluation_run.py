@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from convert.measure.dataset import add_unlabelled, load_voc_dataset
+from edge.defaults import PHOTOS
 from edge.errors import MaskdoorError
 from convert.measure.evaluate import DetectionRecords
 from edge.images import read_image
@@ -69,7 +70,7 @@ def format_audited(rows: dict[str, dict], path, faces: int) -> str:
 
 
 def run_eval(args) -> int:
-    from edge.inference.detector import load_detector
+    from edge.inference.detectors import load_detector
     from convert.measure.peers import AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir
 
     split = None if args.split == "all" else args.split
@@ -98,7 +99,8 @@ def run_eval(args) -> int:
         report["unlabelled"] = {"file": str(args.unlabelled), "faces": unlabelled_used}
 
     from edge.inference.classifier import optional_classifier
-    classifier = optional_classifier(args.classifier, args.threads, args.edgetpu)
+    classifier = optional_classifier(args.classifier, args.threads, args.edgetpu,
+                                     default=PHOTOS.classifier)
     if classifier is not None:
         from convert.measure.pipeline_eval import (crop_scores, crop_summary, format_pipeline_table, roc,
                                         run_pipeline, write_roc_png)

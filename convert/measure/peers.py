@@ -148,7 +148,7 @@ class AizooDetector:
     labels = ("with_mask", "without_mask")
 
     def __init__(self, weights_dir: str | Path, threshold: float = 0.5, threads: int = 1):
-        from edge.inference.detector import SSDDecoder
+        from edge.inference.detectors.tflite_ssd import SSDDecoder
         from edge.inference.tflite import Model
         self.model = Model(Path(weights_dir) / "peers" / AIZOO_FILE
                            if (Path(weights_dir) / "peers").is_dir()

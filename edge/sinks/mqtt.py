@@ -35,6 +35,7 @@ import paho.mqtt.client as mqtt
 
 from edge import __version__
 from edge.errors import MaskdoorError
+from edge.sinks import Sink
 from edge.sinks.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ class _InFlight:
     acks_before: int  # the ack counter just before it was published
 
 
-class MqttSink:
+class MqttSink(Sink):
     """Publishes events, state, stats, snapshots and Home Assistant discovery."""
 
     def __init__(self, mqtt_cfg, device_id: str, outbox: Outbox):
@@ -647,24 +648,3 @@ def probe_broker(mqtt_cfg, timeout: float = 5.0) -> tuple[bool, str]:
     else:
         reason, fix = explain_silent_close(host, port, tls)
     return False, f"{where} {reason}; {fix}"
-
-
-class StdoutSink:
-    """No broker configured: each event is one JSON line on standard output."""
-
-    def __init__(self, stream=None):
-        import sys
-        self.stream = stream or sys.stdout
-
-    def on_event(self, event, jpeg: bytes | None = None) -> None:
-        self.stream.write(json.dumps(event.to_json()) + "\n")
-        self.stream.flush()
-
-    def on_state(self, faces: int, unmasked: int) -> None:
-        pass
-
-    def on_stats(self, stats: dict) -> None:
-        pass
-
-    def close(self, flush_s: float = 0.0) -> None:
-        pass

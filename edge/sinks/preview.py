@@ -33,6 +33,7 @@ import cv2
 from edge.door import cpu_temperature
 from edge.config import ConfigError
 from edge.images import COLOURS
+from edge.sinks import Sink
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class LoginGuard:
         return False
 
 
-class LiveView:
+class LiveView(Sink):
     """The live view's server and its sink interface (``on_frame``, ``on_event``, ``on_stats``,
     ``close``). ``watch`` tells it the other sinks and the loop's RunStats, whose state the
     status shows."""
