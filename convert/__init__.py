@@ -1,4 +1,7 @@
-"""Workstation tooling: rebuild, train and quantise maskdoor's models (needs the [convert] extra)."""
+"""Workstation tooling: rebuild, train and quantise maskdoor's models (needs the [convert]
+extra), and measure them (``convert.measure``: ``maskdoor eval`` and ``bench``, which run with
+the device's own dependencies; only their side-by-side rows of other projects' models need
+TensorFlow). This package imports ``edge``; ``edge`` never imports it."""
 
 
 from pathlib import Path

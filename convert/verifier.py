@@ -1,4 +1,4 @@
-"""Train the face verifier (``edge/verifier.py``): a second look at each proposal of the SSD.
+"""Train the face verifier (``edge/inference/verifier.py``): a second look at each proposal of the SSD.
 
 Proposals are the int8 detector's own faces at a low score floor, on the split's photos; on the
 train split, each annotated face also gives jittered boxes, so the box head sees more loose

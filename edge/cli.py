@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from edge import __version__, defaults
-from edge.defaults import DOOR, PHOTOS
 from edge.errors import ImageError, MaskdoorError
 
 log = logging.getLogger("maskdoor")
@@ -97,7 +96,7 @@ def cmd_detect(args) -> int:
         _output_folder(args.out)
     detector = _detector(args)
     classifier = optional_classifier(args.classifier, args.threads, args.edgetpu,
-                                     default=PHOTOS.classifier)
+                                     default=defaults.PHOTOS.classifier)
     failed = 0
     written: set[str] = set()
     for arg in args.paths:
@@ -134,8 +133,8 @@ def measuring(cmd: str):
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] != "convert":
             raise
-        raise MaskdoorError(f"this installation has no measuring tools ({MEASURING[cmd]}); "
-                            "install the whole distribution: pip install 'maskdoor[convert]'"
+        raise MaskdoorError(f"the measuring tools ({MEASURING[cmd]}) are missing from this "
+                            "installation; reinstall it: pip install 'maskdoor[convert]'"
                             ) from None
 
 
@@ -214,16 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("detect", help="find faces in image files or folders",
-                       epilog=f"default models, for photos: {PHOTOS.why}")
+                       epilog=f"default models, for photos: {defaults.PHOTOS.why}")
     d.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     d.add_argument("--json", action="store_true", help="one JSON object per image per line")
     d.add_argument("--out", type=Path, help="write annotated copies into this folder")
-    _add_classifier_arg(d, "for faces only", PHOTOS.classifier)
-    _add_model_args(d, PHOTOS.detector)
+    _add_classifier_arg(d, "for faces only", defaults.PHOTOS.classifier)
+    _add_model_args(d, defaults.PHOTOS.detector)
     d.set_defaults(func=cmd_detect)
 
     e = sub.add_parser("eval", help="score the detector on a Pascal VOC dataset",
-                       epilog=f"default models, for photos: {PHOTOS.why}")
+                       epilog=f"default models, for photos: {defaults.PHOTOS.why}")
     e.add_argument("dataset", type=Path, help="folder with images/ and annotations/ (any depth)")
     e.add_argument("--split", default="test", help="split from splits.csv, or 'all' (default: test)")
     e.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -235,14 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audited visible faces the annotation lacks (columns image, x1, y1, x2, "
                         "y2; image as in splits.csv): also report precision and AP with "
                         "detections on them ignored")
-    _add_classifier_arg(e, "to skip", PHOTOS.classifier)
+    _add_classifier_arg(e, "to skip", defaults.PHOTOS.classifier)
     e.add_argument("--roc", type=Path, default=None, help="write the classifier's ROC curve PNG")
-    _add_model_args(e, PHOTOS.detector)
+    _add_model_args(e, defaults.PHOTOS.detector)
     e.set_defaults(func=cmd_eval)
 
     r = sub.add_parser("run", help="run the door appliance (flags override the config file)",
-                       epilog=f"default models (detector.model '{DOOR.detector}', classifier.model "
-                       f"'{DOOR.classifier}'), for the door: {DOOR.why}")
+                       epilog=f"default models (detector.model '{defaults.DOOR.detector}', "
+                       f"classifier.model '{defaults.DOOR.classifier}'), for the door: "
+                       f"{defaults.DOOR.why}")
     r.add_argument("--config", type=Path, default=None,
                    help="TOML config (default: /etc/maskdoor/config.toml if it exists)")
     r.add_argument("--source", help="camera source: picamera2, usb:N, file, URL, folder, demo")
@@ -269,14 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(func=cmd_alerts)
 
     b = sub.add_parser("bench", help="latency per stage, frames/s, start-up and memory, beside the peers",
-                       epilog=f"default models, the door's: {DOOR.why}")
+                       epilog=f"default models, the door's: {defaults.DOOR.why}")
     b.add_argument("--source", default="demo", help="frames to time on (default: the demo clip)")
     b.add_argument("--frames", type=int, default=150, help="how many frames (default: 150)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--peers", type=Path, default=None,
                    help="folder with res10's Caffe files (default: ../shared/weights if found)")
-    _add_model_args(b, DOOR.detector)
-    _add_classifier_arg(b, None, DOOR.classifier)
+    _add_model_args(b, defaults.DOOR.detector)
+    _add_classifier_arg(b, None, defaults.DOOR.classifier)
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("config", help="print the default config, or check a config file")

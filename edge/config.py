@@ -25,27 +25,11 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from edge.defaults import DOOR
-from edge.errors import MaskdoorError
+from edge.errors import ConfigError
 from models import CLASSIFIERS, DETECTORS
 
 DEFAULT_PATH = Path("/etc/maskdoor/config.toml")
 MAX_FILE_BYTES = 1 << 20  # a config file is a few kB; this bounds reading a wrong path
-
-
-class ConfigError(MaskdoorError, ValueError):
-    """The configuration file or a command-line override is invalid.
-
-    ``problems`` holds one line per bad key (or one for a file that cannot be read at all).
-    """
-
-    def __init__(self, problems: str | list[str]):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        if len(self.problems) == 1:
-            text = self.problems[0]
-        else:
-            text = (f"{len(self.problems)} problems in the configuration; fix each:\n" +
-                    "\n".join(f"  {p}" for p in self.problems))
-        super().__init__(text)
 
 
 @dataclass(frozen=True)
@@ -128,7 +112,8 @@ def _broker_url(value: str) -> str | None:
         return None
     if _odd_characters(value):
         return f"contains spaces or control characters; {BROKER_FIX}"
-    from edge.sinks.mqtt import BrokerURLError, parse_url
+    from edge.errors import BrokerURLError
+    from edge.sinks.mqtt import parse_url
     try:
         parse_url(value)
     except ValueError as exc:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from edge import config as configuration
-from edge.defaults import DOOR
+from edge import defaults
 from edge.door import RunStats, process_frames
 from edge.sinks import SafeSinks
 from edge.sdnotify import Notifier
@@ -47,16 +47,18 @@ def build_models(cfg):
     from edge.inference.classifier import load_classifier
     from edge.inference.detectors import load_detector
     from models import FACE_DETECTOR, detector_path
-    det = load_detector(detector_path(cfg.detector.model or DOOR.detector), threads=cfg.detector.threads,
-                       threshold=cfg.detector.threshold or None, edgetpu=cfg.detector.edgetpu)
+    det = load_detector(detector_path(cfg.detector.model or defaults.DOOR.detector),
+                        threads=cfg.detector.threads, threshold=cfg.detector.threshold or None,
+                        edgetpu=cfg.detector.edgetpu)
     close_px = cfg.policy.min_face_width_frac * det.input_hw[1]
     if close_px < SMALLEST_FACE_PX:
-        fix = "raise" if FACE_DETECTOR in det.model_paths() else "set detector.model = 'full' or raise"
+        fix = ("raise" if FACE_DETECTOR in det.model_paths()
+               else "set detector.model = 'full' or raise")
         log.warning("a face at policy.min_face_width_frac = %g is only %.0f px wide at the "
                     "detector's %dx%d input, too small to find reliably: %s "
                     "policy.min_face_width_frac", cfg.policy.min_face_width_frac, close_px,
                     det.input_hw[1], det.input_hw[0], fix)
-    cls = load_classifier(cfg.classifier.model or DOOR.classifier,
+    cls = load_classifier(cfg.classifier.model or defaults.DOOR.classifier,
                           threads=cfg.classifier.threads, edgetpu=cfg.classifier.edgetpu)
     return det, cls
 

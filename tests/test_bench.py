@@ -21,6 +21,8 @@ def test_bench_json_rows(capsys, shared_weights):
     assert set(report["stages_ms"]) >= {"preprocess", "detector", "postprocess",
                                         "tracker and policy"}
     assert "1 thread, detector every 2nd frame" in report["loop"]
+    scripted = report["loop"]["scripted detector and classifier (all but the models)"]
+    assert scripted["events"] == 1, "the scripted face is warned once, as a real one would be"
     est = report["estimates"]
     assert est["detector"]["mmacs"] > 5 * est["classifier per face"]["mmacs"] > 0
     assert report["classifier"].endswith("mask_classifier.tflite"), "the appliance's classifier"

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import Subscriber
 from edge import config
-from edge.sinks.mqtt import BrokerURLError, MqttSink, make_client, parse_url, redact_url
+from edge.errors import BrokerURLError
+from edge.sinks.mqtt import MqttSink, make_client, parse_url, redact_url
 from edge.sinks.outbox import Outbox
 from edge.types import Event
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Subscriber, make_ca
-from edge.sinks.mqtt import BrokerFileError, MqttSink, probe_broker
+from edge.errors import BrokerFileError
+from edge.sinks.mqtt import MqttSink, probe_broker
 from edge.sinks.outbox import Outbox
 from test_mqtt import event, mqtt_cfg
 

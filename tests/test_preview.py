@@ -19,7 +19,7 @@ import pytest
 from conftest import free_port
 from edge import config
 from edge.sinks import preview
-from edge.config import ConfigError
+from edge.errors import ConfigError
 from edge.sinks.preview import LiveView, LoginGuard, draw, parse_address, suggested_threshold
 from edge.types import Box, Event, Face, Frame, TrackedFace
 

@@ -1,4 +1,4 @@
-"""edge/verifier.py and the verified detector: proposals looked at again, rescored and reboxed."""
+"""edge/inference/verifier.py and the verified detector: proposals looked at again, rescored and reboxed."""
 
 import json
 import shutil

@@ -94,8 +94,8 @@ class SeedMaskClassifier:
         try:
             import tf_keras
         except ImportError as exc:
-            raise ModelError(f"the seed classifier needs TensorFlow and tf_keras ({exc}); "
-                             "install the [convert] extra and `pip install --no-deps tf_keras`"
+            raise ModelError(f"the seed classifier needs TensorFlow and tf_keras ({exc}): "
+                             "pip install 'maskdoor[convert]' && pip install --no-deps tf_keras"
                              ) from exc
         self.model = tf_keras.models.load_model(str(path), compile=False)
         self._predict = self.model.predict_on_batch

@@ -34,21 +34,13 @@ from urllib.parse import unquote, urlparse
 import paho.mqtt.client as mqtt
 
 from edge import __version__
-from edge.errors import MaskdoorError
+from edge.errors import BrokerFileError, BrokerURLError, MaskdoorError
 from edge.sinks import Sink
 from edge.sinks.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 URL_FORM = "write mqtt://HOST:PORT (or mqtts://HOST:PORT for TLS; IPv6 as mqtt://[::1]:1883)"
-
-
-class BrokerURLError(MaskdoorError, ValueError):
-    """mqtt.url is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]."""
-
-
-class BrokerFileError(MaskdoorError, OSError):
-    """mqtt.password_file or mqtt.ca_certs cannot be read."""
 
 
 def redact_url(url: str) -> str:

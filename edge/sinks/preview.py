@@ -31,7 +31,7 @@ from importlib import resources
 import cv2
 
 from edge.door import cpu_temperature
-from edge.config import ConfigError
+from edge.errors import ConfigError
 from edge.images import COLOURS
 from edge.sinks import Sink
 

@@ -20,7 +20,8 @@ MULTIPASS_FORMAT = "maskdoor-multipass/1"
 @register(MULTIPASS_FORMAT)
 class MultiPassDetector:
     """Several passes of shipped SSD models over one image (input sizes, mirror images), fused
-    (``edge.inference.ssd.fuse``): more faces found at the same precision, for the cost of every pass.
+    (``edge.inference.ssd.fuse``): more faces found at the same precision, for the cost of
+    every pass.
     For photos (the proposals of ``maskdoor detect --model accurate``), not for the door's frame
     rate.
 

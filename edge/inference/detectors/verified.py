@@ -20,10 +20,10 @@ VERIFIER_FORMAT = "maskdoor-verifier/1"
 @register(VERIFIED_FORMAT)
 class VerifiedDetector:
     """A detector (``.tflite`` or multi-pass spec) whose proposals a verifier looks at again
-    (``edge.inference.verifier``): each proposal above a low score floor is cut as a square window, the
-    verifier gives a face logit and the face's box in the window, and the final score mixes
-    the detector's score with the verifier's. Finds faces the detector scored too low or boxed
-    loosely, for one small crop network call per proposal.
+    (``edge.inference.verifier``): each proposal above a low score floor is cut as a square
+    window, the verifier gives a face logit and the face's box in the window, and the final
+    score mixes the detector's score with the verifier's. Finds faces the detector scored too
+    low or boxed loosely, for one small crop network call per proposal.
 
     A JSON spec (``maskdoor-verified/1``) names the detector and the verifier (paths relative
     to the spec), the proposal floor, the mixing weight ``alpha``, the share of the box
