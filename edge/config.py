@@ -18,9 +18,8 @@ import socket
 import ssl
 import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -345,6 +344,20 @@ SCHEMA: dict[str, Section] = {
 }
 
 
+def _section_type(name: str, section: Section) -> type:
+    """A frozen dataclass with one typed attribute per key of ``section``."""
+    return make_dataclass(f"{name.capitalize()}Config",
+                          [(key, field.kind) for key, field in section.fields.items()],
+                          frozen=True, namespace={"__doc__": section.help})
+
+
+# What :func:`load` returns: ``cfg.camera.source``, ``cfg.mqtt.url``..., typed and immutable.
+SECTIONS: dict[str, type] = {name: _section_type(name, s) for name, s in SCHEMA.items()}
+Config = make_dataclass("Config", list(SECTIONS.items()), frozen=True,
+                        namespace={"__doc__": "The validated configuration, one section per "
+                                              "[table] of the file."})
+
+
 # --- validation ----------------------------------------------------------------------------------
 
 KIND_NAMES = {str: "a quoted string", int: "a whole number", float: "a number",
@@ -447,7 +460,7 @@ def _relations(values: dict[str, dict[str, Any]], where: Callable[[str], str]) -
 
 
 def build(data: dict, origin: str = "config",
-          sources: dict[str, str] | None = None) -> SimpleNamespace:
+          sources: dict[str, str] | None = None) -> Config:
     """Validate ``data`` (as parsed from TOML) against SCHEMA; return ``cfg.section.key``.
 
     ``sources`` names where a key's value came from when not from ``origin`` (e.g. '--mqtt').
@@ -488,7 +501,7 @@ def build(data: dict, origin: str = "config",
     if problems:
         raise ConfigError(problems)
     values["mqtt"]["device_id"] = values["mqtt"]["device_id"] or hostname_device_id()
-    return SimpleNamespace(**{s: SimpleNamespace(**v) for s, v in values.items()})
+    return Config(**{s: SECTIONS[s](**v) for s, v in values.items()})
 
 
 def _read_toml(path: Path) -> dict:
@@ -525,7 +538,7 @@ def _read_toml(path: Path) -> dict:
 
 
 def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-         labels: dict[str, str] | None = None) -> SimpleNamespace:
+         labels: dict[str, str] | None = None) -> Config:
     """Read the TOML at ``path`` (None: built-in defaults) and apply ``overrides``
     ({'section.key': value}) on top, validating both; ``labels`` names where each override came
     from in messages (e.g. {'mqtt.url': '--mqtt'})."""
@@ -564,7 +577,7 @@ def default_toml() -> str:
     return "\n".join(lines)
 
 
-def state_dir(cfg: SimpleNamespace) -> Path:
+def state_dir(cfg: Config) -> Path:
     """The state directory, by the rule in the config description."""
     if cfg.service.state_dir:
         return Path(cfg.service.state_dir)

@@ -340,24 +340,23 @@ class LiveView(Sink):
         return self._last_stats
 
     def _broker(self) -> dict:
-        mq = next((s for s in self.sinks if hasattr(s, "outbox")), None)
+        from edge.sinks.mqtt import MqttSink
+        mq = next((s for s in self.sinks if isinstance(s, MqttSink)), None)
         if mq is None:
             return {"state": "none", "detail": "no broker configured (mqtt.url): events go to "
                     "stdout"}
-        where = f"{getattr(mq, 'host', '?')}:{getattr(mq, 'port', '?')}"
-        connected = bool(getattr(mq, "connected", False))
-        out = {"state": "connected" if connected else "unreachable", "broker": where}
-        if not connected:
-            why = getattr(mq, "last_error", None) or getattr(mq, "reason", None) or \
-                self._probe(getattr(mq, "host", None), getattr(mq, "port", None))
+        out = {"state": "connected" if mq.connected else "unreachable",
+               "broker": f"{mq.host}:{mq.port}"}
+        if not mq.connected:
+            why = self._probe(mq.host, mq.port)
             out["detail"] = f"{why}; events are kept and sent on reconnection"
         try:
             out["queued"] = len(mq.outbox)
-            out["dropped"] = getattr(mq.outbox, "dropped", None)
+            out["dropped"] = mq.outbox.dropped
         except Exception as exc:  # the outbox's folder may be gone; the view carries on
             out["queued"] = None
             out["detail"] = out.get("detail") or f"queue unreadable: {exc}"
-        out["sent"] = getattr(mq, "sent", None)
+        out["sent"] = mq.sent
         return out
 
     def _probe(self, host, port) -> str:
@@ -374,16 +373,16 @@ class LiveView(Sink):
         return why
 
     def _pins(self) -> dict:
-        signals = next((s for s in self.sinks if hasattr(s, "masked_nearby")), None)
+        from edge.sinks.pins import DoorSignals
+        signals = next((s for s in self.sinks if isinstance(s, DoorSignals)), None)
         pins = {"red_led": self.gpio.red_led, "buzzer": self.gpio.buzzer,
                 "green_led": self.gpio.green_led}
         if signals is None:
             return {"fitted": False, "detail": "no pin sink", **{k: {"pin": v} for k, v in
                                                                    pins.items()}}
-        out = {"fitted": bool(getattr(signals, "available", False)),
-               "detail": getattr(signals, "reason", "")}
+        out = {"fitted": signals.available, "detail": signals.reason}
         for name, attr in (("red_led", "red"), ("buzzer", "buzzer"), ("green_led", "green")):
-            dev = getattr(signals, attr, None)
+            dev = getattr(signals, attr)
             try:
                 active = bool(dev.value) if dev is not None else None
             except Exception:  # a device closed under us reads as unknown
