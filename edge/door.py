@@ -16,10 +16,20 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 
 from edge.sinks import SafeSinks
+
+if TYPE_CHECKING:
+    from edge.camera.readers import FrameReader
+    from edge.inference.classifier import Classifier
+    from edge.inference.detectors import Detector
+    from edge.sdnotify import Notifier
+    from edge.tracking.motion import MotionGate
+    from edge.tracking.policy import DoorPolicy
+    from edge.tracking.tracker import IoUTracker
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +65,17 @@ def cpu_temperature() -> float | None:
         return None
 
 
-def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSinks,
+def process_frames(reader: FrameReader, detector: Detector, classifier: Classifier | None,
+                   tracker: IoUTracker, policy: DoorPolicy, sinks: SafeSinks,
                    max_frames: int | None = None, stop: threading.Event | None = None,
-                   notifier=None, stats_interval_s: float = 0.0, snapshot: bool = False,
-                   on_frame=None, gate=None, detect_every: int = 1,
-                   stats: RunStats | None = None) -> RunStats:
+                   notifier: Notifier | None = None, stats_interval_s: float = 0.0,
+                   snapshot: bool = False, on_frame=None, gate: MotionGate | None = None,
+                   detect_every: int = 1, stats: RunStats | None = None) -> RunStats:
     """Run the door until the source ends, ``max_frames`` are done, or ``stop`` is set.
 
     The detector and classifier run on every ``detect_every``-th frame; on the frames between,
-    the tracker carries the faces on at their measured speed. With a ``gate``
-    (edge.tracking.motion.MotionGate), frames where nothing moved keep the last faces where they are."""
+    the tracker carries the faces on at their measured speed. With a ``gate``, frames where
+    nothing moved keep the last faces where they are."""
     stats = stats if stats is not None else RunStats()  # one given is read by the live view
     stop = stop or threading.Event()
     next_stats = time.monotonic() + stats_interval_s if stats_interval_s else None
@@ -73,9 +84,9 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
         frame = reader.get(timeout=1.0)
         t1 = time.perf_counter()
         if frame is None:
-            if getattr(reader, "ended", True):
+            if reader.ended:
                 break
-            if notifier is not None and not getattr(reader, "hung", False):
+            if notifier is not None and not reader.hung:
                 notifier.watchdog()  # a slow or reopening camera: alive; a hung one: restart
             continue
         due = stats.frames % detect_every == 0
@@ -115,5 +126,5 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
             notifier.watchdog()
         if next_stats is not None and time.monotonic() >= next_stats:
             next_stats += stats_interval_s
-            sinks.stats(stats.summary(getattr(reader, "dropped", 0)))
+            sinks.stats(stats.summary(reader.dropped))
     return stats

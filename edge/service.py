@@ -121,7 +121,7 @@ def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None)
                                stats_interval_s=cfg.mqtt.stats_interval_s,
                                snapshot=cfg.mqtt.snapshot, gate=gate_for(cfg.detector),
                                detect_every=cfg.detector.every, stats=run_stats)
-        summary = stats.summary(getattr(reader, "dropped", 0))
+        summary = stats.summary(reader.dropped)
         log.info("stopped after %d frames (%.1f fps), %d alert(s), %d dropped frame(s)",
                  summary["frames"], summary["fps"], summary["events"], summary["dropped_frames"])
         report = os.environ.get("MASKDOOR_RUN_REPORT")

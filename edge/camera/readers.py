@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Protocol
 
 from edge.camera.sources import FrameSource
 from edge.types import Frame
@@ -22,8 +23,35 @@ HUNG_CAMERA_S = 60.0
 SLOW_CAMERA_S = 10.0  # a pending call this long is worth a warning
 
 
+class FrameReader(Protocol):
+    """What the door loop calls on a reader."""
+
+    dropped: int  # frames the loop never saw
+
+    def start(self) -> "FrameReader":
+        """Open the source (raising CameraError when it cannot be) and start reading."""
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, or None: at the end (``ended``), or none within ``timeout``."""
+
+    @property
+    def ended(self) -> bool:
+        """No frame will come again: the file or folder is done."""
+
+    @property
+    def hung(self) -> bool:
+        """No frame can come without a restart of the process."""
+
+    def stop(self) -> None:
+        """Stop reading and close the source."""
+
+
 class SyncReader:
-    """Every frame of a file or folder in order (no drops), optionally paced or looped."""
+    """Every frame of a file or folder in order (no drops), optionally paced or looped: a None
+    from ``get`` is the end."""
+
+    ended = True
+    hung = False
 
     def __init__(self, source: FrameSource, realtime: bool = False, loop: bool = False):
         self.source, self.realtime, self.loop = source, realtime, loop
@@ -138,7 +166,7 @@ class LatestFrameGrabber:
                 self.outage, backoff = False, 0.5
             self.captured += 1
             frame = Frame(image, self.captured, time.time(), self.source.name,
-                          getattr(self.source, "lores_frame", None))
+                          self.source.lores_frame)
             with self._cond:
                 if self._slot is not None:
                     self.dropped += 1
@@ -194,7 +222,7 @@ class LatestFrameGrabber:
         self.source.close()
 
 
-def reader_for(source: FrameSource, camera_cfg):
+def reader_for(source: FrameSource, camera_cfg) -> FrameReader:
     """The right reader: a grabber thread for cameras (or paced files), else in-order reads."""
     if source.live or camera_cfg.realtime:
         return LatestFrameGrabber(source, camera_cfg.reopen_max_s, loop=camera_cfg.loop)

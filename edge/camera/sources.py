@@ -28,6 +28,7 @@ class FrameSource:
     name = "source"
     live = False      # a camera: frames keep coming, and may be dropped
     fps = 15.0
+    lores_frame = None  # the last frame at the detector's input size, if the camera makes one
 
     def open(self) -> None:
         raise NotImplementedError

@@ -47,31 +47,33 @@ class SafeSinks:
         self.sinks = list(sinks)
         self._failed: set = set()
 
-    def _call(self, sink: Sink, method: str, *args):
+    def _call(self, call, *args):
+        """``call``, a sink's bound method, with ``args``; a failure is logged once per sink and
+        method until that call works again."""
+        key = (id(call.__self__), call.__name__)
         try:
-            getattr(sink, method)(*args)
-            self._failed.discard((id(sink), method))
+            call(*args)
+            self._failed.discard(key)
         except Exception as exc:  # principle: nothing on the door loop may crash it
-            key = (id(sink), method)
             if key not in self._failed:
                 self._failed.add(key)
-                log.error("%s.%s failed: %s; the door keeps running", type(sink).__name__,
-                          method, exc)
+                log.error("%s.%s failed: %s; the door keeps running",
+                          type(call.__self__).__name__, call.__name__, exc)
 
     def event(self, event: Event, jpeg: bytes | None):
         for s in self.sinks:
-            self._call(s, "on_event", event, jpeg)
+            self._call(s.on_event, event, jpeg)
 
     def frame(self, frame: Frame, faces: list[TrackedFace]):
         unmasked = sum(1 for f in faces if f.verdict in Verdict.unmasked())
         for s in self.sinks:
-            self._call(s, "on_state", len(faces), unmasked)
-            self._call(s, "on_frame", frame, faces)
+            self._call(s.on_state, len(faces), unmasked)
+            self._call(s.on_frame, frame, faces)
 
     def stats(self, stats: dict):
         for s in self.sinks:
-            self._call(s, "on_stats", stats)
+            self._call(s.on_stats, stats)
 
     def close(self):
         for s in self.sinks:
-            self._call(s, "close")
+            self._call(s.close)
