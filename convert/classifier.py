@@ -23,8 +23,8 @@ import keras  # noqa: E402
 
 from convert.augment import photometric  # noqa: E402
 from convert.training import RunRecord, ShuffledBatches, fit_and_select  # noqa: E402
-from edge.crops import crop, square_crop_box  # noqa: E402
-from edge.dataset import find_splits_csv, load_voc_dataset  # noqa: E402
+from edge.inference.crops import crop, square_crop_box  # noqa: E402
+from convert.measure.dataset import find_splits_csv, load_voc_dataset  # noqa: E402
 from edge.types import Box  # noqa: E402
 
 log = logging.getLogger("convert.classifier")
@@ -291,7 +291,7 @@ def choose_flag_threshold(va: CropSet, probs: np.ndarray) -> tuple[float, dict]:
 
 def int8_probabilities(model_path: Path, crops: CropSet) -> np.ndarray:
     """Class probabilities of an exported classifier on context crops, cut at its input size."""
-    from edge.tflite import Model
+    from edge.inference.tflite import Model
     q = Model(model_path, threads=os.cpu_count() or 1)
     size = q.input_hw[0]
     p = np.stack([q(device_view(c, size))[0][0] for c in crops.images]).astype(np.float64)
@@ -304,7 +304,7 @@ def write_ensemble(out_path: Path, models: list[Path], data_dir: Path,
     threshold chosen on val crops like a single model's, with each member's val figures. The
     val crops come from ``cache`` (``classifier-train``'s) when it exists."""
     from convert import check_members
-    from edge.classifier import ENSEMBLE_FORMAT, read_ensemble_spec
+    from edge.inference.classifier import ENSEMBLE_FORMAT, read_ensemble_spec
     out_path = Path(out_path)
     check_members(out_path, models, "ensemble members", "the labels and crop margin")
     if cache is not None and cache.is_file():

@@ -75,6 +75,6 @@ def write(path: Path) -> Path:
 
 
 if __name__ == "__main__":
-    from edge.sources import DEMO_CLIP
+    from edge.camera.sources import DEMO_CLIP
     p = write(DEMO_CLIP)
     print(f"wrote {p} ({p.stat().st_size / 1e6:.2f} MB)")

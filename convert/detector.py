@@ -31,11 +31,11 @@ from convert import ssdlite  # noqa: E402
 from convert.augment import augment  # noqa: E402
 from convert.res10 import build_res10  # noqa: E402
 from convert.training import RunRecord, warmup_cosine  # noqa: E402
-from edge import ssd  # noqa: E402
-from edge.dataset import load_voc_dataset  # noqa: E402
-from edge.detector import SSDDecoder, softmax_face  # noqa: E402
-from edge.evaluate import DetectionRecords  # noqa: E402
-from edge.tflite import load_sidecar, sidecar_path  # noqa: E402
+from edge.inference import ssd  # noqa: E402
+from convert.measure.dataset import load_voc_dataset  # noqa: E402
+from edge.inference.detectors.tflite_ssd import SSDDecoder, softmax_face  # noqa: E402
+from convert.measure.evaluate import DetectionRecords  # noqa: E402
+from edge.inference.tflite import load_sidecar, sidecar_path  # noqa: E402
 
 log = logging.getLogger("convert.detector")
 
@@ -202,8 +202,9 @@ def pseudo_ignore(model_path: Path, data_dir: Path, out: Path, min_score: float 
     at least ``min_score`` that overlaps no annotated face at IoU >= ``match_iou`` becomes an
     ignore box (boxes of the two views are merged by NMS). Training otherwise teaches the
     detector that unannotated faces are background, which costs recall on real faces."""
-    from edge.detector import FaceDetector, detect_mirrored
-    from edge.evaluate import face_arrays
+    from edge.inference.detectors.tflite_ssd import FaceDetector
+    from edge.inference.detectors.multipass import detect_mirrored
+    from edge.types import face_arrays
     from edge.images import read_image
 
     det = FaceDetector(model_path)
@@ -510,12 +511,12 @@ def export(run_dir: Path, weights_dir: Path, data_dir: Path, out_path: Path,
 def write_multipass(out: Path, models: list[Path], flip: bool, data_dir: Path,
                     fusion_iou: float = 0.55, tune_for: str = ">=40",
                     max_face: float | None = None) -> float:
-    """Write a multi-pass detector spec (``edge.detector.MultiPassDetector``) over exported
+    """Write a multi-pass detector spec (``edge.inference.detectors.multipass.MultiPassDetector``) over exported
     detectors that sit in the spec's folder, and choose its threshold on val. ``max_face``: every
     pass at a larger input than the first reports only faces up to this width at its own input
     (scale-aware: those passes are there for small faces)."""
     from convert import check_members
-    from edge.detector import MULTIPASS_FORMAT
+    from edge.inference.detectors.multipass import MULTIPASS_FORMAT
     out = Path(out)
     metas = check_members(out, models, "pass models", "the anchor spec")
     widths = [meta["anchors"]["input_size"][1] for meta in metas]
@@ -534,7 +535,7 @@ def choose_threshold(model_path: Path, data_dir: Path, tune_for: str = ">=40", a
     loader: the most recall at ``precision`` on the faces of ``tune_for`` (">=40" or "door").
     Writes it, the rule and the val figures into the sidecar of ``model_path`` (and of the
     models in ``also``)."""
-    from edge.detector import load_detector
+    from edge.inference.detectors import load_detector
     if tune_for not in TUNE_RANGES:
         raise ValueError(f"tune_for={tune_for!r}: expected one of {', '.join(TUNE_RANGES)}")
     val = load_voc_dataset(data_dir, "val")

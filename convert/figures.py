@@ -29,12 +29,14 @@ RED, GREEN, BLUE, ORANGE = (40, 40, 220), (40, 160, 40), (180, 90, 20), (0, 140,
 def door_frames():
     """(frame, tracked faces, events) for every frame of the demo clip, through the appliance's
     default models and policy."""
-    from edge.app import SafeSinks, process_frames
-    from edge.classifier import load_classifier
-    from edge.detector import load_detector
-    from edge.policy import DoorPolicy
-    from edge.sources import DEMO_CLIP, OpenCVSource, SyncReader
-    from edge.tracker import IoUTracker
+    from edge.door import process_frames
+    from edge.sinks import SafeSinks
+    from edge.inference.classifier import load_classifier
+    from edge.inference.detectors import load_detector
+    from edge.tracking.policy import DoorPolicy
+    from edge.camera.sources import DEMO_CLIP, OpenCVSource
+    from edge.camera.readers import SyncReader
+    from edge.tracking.tracker import IoUTracker
     from models import detector_path
 
     seen = []
@@ -61,7 +63,7 @@ def proximity(t, policy) -> tuple[str, tuple[int, int, int]]:
 
 def door_figure(out: Path) -> Path:
     from edge.images import annotate
-    from edge.policy import DoorPolicy
+    from edge.tracking.policy import DoorPolicy
 
     policy = DoorPolicy("demo")  # only its default settings are read
     seen = door_frames()

@@ -34,7 +34,7 @@ def to_int8_tflite(model, representative: Callable[[], Iterable[np.ndarray]], ou
     """Quantise ``model`` with ``representative()`` samples (each one input, no batch axis).
 
     Weights and activations become int8; the input takes uint8 pixels so the device copies the
-    resized image straight in, and outputs are int8 (dequantised by edge.tflite.Model).
+    resized image straight in, and outputs are int8 (dequantised by edge.inference.tflite.Model).
     """
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,7 +22,7 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 from convert.caffe import parse_prototxt, read_caffemodel  # noqa: E402
-from edge.ssd import AnchorSpec, FeatureMapSpec, caffe_prior_boxes  # noqa: E402
+from edge.inference.ssd import AnchorSpec, FeatureMapSpec, caffe_prior_boxes  # noqa: E402
 
 BGR_MEAN = (104.0, 177.0, 123.0)  # what OpenCV's samples subtract before this network
 

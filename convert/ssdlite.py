@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
-from edge.ssd import AnchorSpec, FeatureMapSpec  # noqa: E402
+from edge.inference.ssd import AnchorSpec, FeatureMapSpec  # noqa: E402
 
 BACKBONE_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 TAPS = ("block_6_expand_relu", "block_13_expand_relu", "out_relu")  # strides 8, 16, 32

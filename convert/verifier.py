@@ -1,4 +1,4 @@
-"""Train the face verifier (``edge/verifier.py``): a second look at each proposal of the SSD.
+"""Train the face verifier (``edge/inference/verifier.py``): a second look at each proposal of the SSD.
 
 Proposals are the int8 detector's own faces at a low score floor, on the split's photos; on the
 train split, each annotated face also gives jittered boxes, so the box head sees more loose
@@ -12,7 +12,7 @@ as its verifier window and stored with its targets:
   proposal's.
 
 Epochs are selected on val end to end: the val proposals rescored and refined exactly as on the
-device (``edge.verifier.rescore``), then recall of faces >= 40 px at val precision 0.90 plus 0.1 x
+device (``edge.inference.verifier.rescore``), then recall of faces >= 40 px at val precision 0.90 plus 0.1 x
 AP, as for the detectors.
 """
 
@@ -33,12 +33,12 @@ import keras  # noqa: E402
 from convert.augment import photometric  # noqa: E402
 from convert.classifier import MOBILENET_H5, mobilenet_features  # noqa: E402
 from convert.training import RunRecord, ShuffledBatches, fit_and_select  # noqa: E402
-from edge.crops import crop  # noqa: E402
-from edge.dataset import load_voc_dataset  # noqa: E402
-from edge.evaluate import DetectionRecords, face_arrays  # noqa: E402
-from edge.ssd import iou_matrix  # noqa: E402
-from edge.types import Box  # noqa: E402
-from edge.verifier import (MAX_PROPOSALS, PROPOSAL_SCORE, best_proposals,  # noqa: E402
+from edge.inference.crops import crop  # noqa: E402
+from convert.measure.dataset import load_voc_dataset  # noqa: E402
+from convert.measure.evaluate import DetectionRecords  # noqa: E402
+from edge.inference.ssd import iou_matrix  # noqa: E402
+from edge.types import Box, face_arrays  # noqa: E402
+from edge.inference.verifier import (MAX_PROPOSALS, PROPOSAL_SCORE, best_proposals,  # noqa: E402
                            output_indices, rescore, to_window, windows)
 
 log = logging.getLogger("convert.verifier")
@@ -99,7 +99,7 @@ def build_proposals(detector_path: Path, data_dir: Path, split: str, jitter: int
     ``MAX_PROPOSALS`` per photo as on the device, plus ``jitter`` boxes per annotated face; cut
     as verifier windows, with their targets."""
     from convert.detector import image_key
-    from edge.detector import load_detector
+    from edge.inference.detectors import load_detector
 
     det = load_detector(detector_path, threads=threads)
     rng = np.random.default_rng(seed)
@@ -274,7 +274,7 @@ def train(train_set: Path, val_set: Path, weights_dir: Path, out_dir: Path, epoc
 
 def int8_outputs(model_path: Path, ps: ProposalSet, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Face logits and box deltas of an exported verifier on the stored windows."""
-    from edge.tflite import Model
+    from edge.inference.tflite import Model
     q = Model(model_path, threads=os.cpu_count() or 1)
     li, di = output_indices(q)
     logits, deltas = [], []
@@ -294,7 +294,7 @@ def export(run_dir: Path, train_set: Path, detector: Path, data_dir: Path, out_p
     ``maskdoor-verified/1`` spec over ``detector`` (``write_spec``). Calibration uses windows of
     ``train_set``."""
     from convert.quantize import to_int8_tflite
-    from edge.detector import VERIFIER_FORMAT
+    from edge.inference.detectors.verified import VERIFIER_FORMAT
 
     check_spec_members(spec_path, detector, out_path)
     best = json.loads((run_dir / "best.json").read_text())
@@ -345,7 +345,7 @@ def write_spec(verifier_path: Path, detector: Path, data_dir: Path, spec_path: P
     a multi-pass spec): ``alpha``, box step and threshold chosen on ``detector``'s val
     proposals (most recall of faces >= 40 px at precision 0.90, then AP). ``va`` and the
     verifier's ``outputs`` on it are computed when not given."""
-    from edge.detector import VERIFIED_FORMAT, read_verified_spec
+    from edge.inference.detectors.verified import VERIFIED_FORMAT, read_verified_spec
 
     check_spec_members(spec_path, detector, verifier_path)
     va = va if va is not None else build_proposals(detector, data_dir, "val")

@@ -20,7 +20,7 @@ def check_state_dir(cfg) -> bool:
     import os
 
     from edge.config import state_dir
-    from edge.outbox import ENTRY
+    from edge.sinks.outbox import ENTRY
     folder = state_dir(cfg) / "outbox"
     probe = folder / ".check.tmp"
     try:
@@ -49,14 +49,14 @@ def run_checks(cfg) -> int:
     ok = True
     det = None
     try:
-        from edge.runner import build_models
+        from edge.service import build_models
         det, cls = build_models(cfg)
         ok &= _line(True, "models", f"detector {det.path.name} {det.describe()} and "
                     f"classifier {cls.path.name} {cls.describe()} load")
     except Exception as exc:
         ok &= _line(False, "models", str(exc))
     try:
-        from edge.sources import open_source
+        from edge.camera.sources import open_source
         src = open_source(cfg.camera, lores=det.input_hw if det else None)
         src.open()
         try:
@@ -70,14 +70,14 @@ def run_checks(cfg) -> int:
     except Exception as exc:
         ok &= _line(False, "camera", str(exc))
     if cfg.mqtt.url:
-        from edge.mqtt import probe_broker
+        from edge.sinks.mqtt import probe_broker
         passed, detail = probe_broker(cfg.mqtt, timeout=BROKER_TIMEOUT_S)
         ok &= _line(passed, "broker", detail)
     else:
         _line(None, "broker", "none configured (mqtt.url); events go to stdout")
     ok &= check_state_dir(cfg)
     if cfg.gpio.enabled:
-        from edge.pins import DoorSignals
+        from edge.sinks.pins import DoorSignals
         sig = DoorSignals(cfg.gpio)
         try:
             if sig.available:

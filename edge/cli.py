@@ -10,13 +10,13 @@ import sys
 import time
 from pathlib import Path
 
-from edge import __version__
+from edge import __version__, defaults
 from edge.errors import ImageError, MaskdoorError
 
 log = logging.getLogger("maskdoor")
 
 
-def _add_model_args(p: argparse.ArgumentParser, default: str = "verified") -> None:
+def _add_model_args(p: argparse.ArgumentParser, default: str) -> None:
     from models import detector_path
     p.add_argument("--model", type=detector_path, default=detector_path(default),
                    help="face detector: 'verified' ('full' with a second look at each proposal: "
@@ -31,18 +31,17 @@ def _add_model_args(p: argparse.ArgumentParser, default: str = "verified") -> No
     p.add_argument("--edgetpu", action="store_true", help="run on a Coral Edge TPU")
 
 
-def _add_classifier_arg(p: argparse.ArgumentParser, none: str | None,
-                        default: str = "pair") -> None:
+def _add_classifier_arg(p: argparse.ArgumentParser, none: str | None, default: str) -> None:
     from models import classifier_path
     p.add_argument("--classifier", type=classifier_path,
                    default=classifier_path(default) if none is None else None,
                    help="mask classifier: 'pair' (shipped 96 and 160 px models, averaged), "
-                   "'single' (the 96 px model alone: the appliance's), a .tflite or an ensemble "
+                   "'single' (the 96 px model alone), a .tflite or an ensemble "
                    f".json (default: {default})" + (f"; 'none' {none}" if none else ""))
 
 
 def _detector(args):
-    from edge.detector import load_detector
+    from edge.inference.detectors import load_detector
     return load_detector(args.model, threads=args.threads, threshold=args.threshold,
                         edgetpu=args.edgetpu)
 
@@ -91,12 +90,13 @@ def _detect_one(path: Path, args, detector, classifier, written: set[str]) -> No
 
 
 def cmd_detect(args) -> int:
-    from edge.classifier import optional_classifier
+    from edge.inference.classifier import optional_classifier
     from edge.images import image_files
     if args.out:
         _output_folder(args.out)
     detector = _detector(args)
-    classifier = optional_classifier(args.classifier, args.threads, args.edgetpu)
+    classifier = optional_classifier(args.classifier, args.threads, args.edgetpu,
+                                     default=defaults.PHOTOS.classifier)
     failed = 0
     written: set[str] = set()
     for arg in args.paths:
@@ -118,9 +118,28 @@ def cmd_detect(args) -> int:
     return 1 if failed else 0
 
 
+# The commands that measure rather than run the door live with the workstation tools, which
+# import edge and never the reverse: the device package names them only here, by module, and
+# loads one only when it is asked for.
+MEASURING = {"eval": "convert.measure.evaluation_run", "bench": "convert.measure.bench"}
+
+
+def measuring(cmd: str):
+    """The module of a measuring command (``MEASURING``), or a MaskdoorError saying what to
+    install when this installation lacks the workstation tools."""
+    import importlib
+    try:
+        return importlib.import_module(MEASURING[cmd])
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] != "convert":
+            raise
+        raise MaskdoorError(f"the measuring tools ({MEASURING[cmd]}) are missing from this "
+                            "installation; reinstall it: pip install 'maskdoor[convert]'"
+                            ) from None
+
+
 def cmd_eval(args) -> int:
-    from edge.evaluation_run import run_eval
-    return run_eval(args)
+    return measuring("eval").run_eval(args)
 
 
 # command-line flags that override a config key: argparse dest -> (key, flag)
@@ -140,7 +159,7 @@ def load_config(args, path: Path | None = None):
         if getattr(args, dest, None) is not None:
             overrides[key], labels[key] = getattr(args, dest), flag
     if getattr(args, "preview", None):  # the live view, for install time
-        from edge.preview import parse_address
+        from edge.sinks.preview import parse_address
         host, port = parse_address(args.preview)
         overrides.update({"preview.enabled": True, "preview.port": port})
         labels.update({"preview.enabled": "--preview", "preview.port": "--preview"})
@@ -150,7 +169,7 @@ def load_config(args, path: Path | None = None):
 
 
 def cmd_run(args) -> int:
-    from edge.runner import run
+    from edge.service import run
     cfg = load_config(args)
     logging.getLogger().setLevel(cfg.service.log_level)
     return run(cfg, max_frames=args.max_frames)
@@ -168,41 +187,42 @@ def cmd_config(args) -> int:
 
 
 def cmd_alerts(args) -> int:
-    from edge.alerts import watch
+    from edge.sinks.alerts import watch
     return watch(args.mqtt, args.prefix, args.device, args.count, args.timeout,
                  keep_as=args.keep_as, as_json=args.json)
 
 
 def cmd_bench(args) -> int:
-    from edge.bench import run_bench
-    return run_bench(args)
+    return measuring("bench").run_bench(args)
 
 
 def cmd_check(args) -> int:
     from edge.check import run_checks
     cfg = load_config(args)
     if args.signals:
-        from edge.signals_check import check_signals
+        from edge.sinks.signals_check import check_signals
         return check_signals(cfg.gpio)
     return run_checks(cfg)
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="maskdoor", description="Warns when someone comes to the "
-                                 "door without a face mask.")
+                                 "door without a face mask.", epilog=defaults.summary())
     ap.add_argument("--version", action="version", version=f"maskdoor {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    d = sub.add_parser("detect", help="find faces in image files or folders")
+    d = sub.add_parser("detect", help="find faces in image files or folders",
+                       epilog=f"default models, for photos: {defaults.PHOTOS.why}")
     d.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
     d.add_argument("--json", action="store_true", help="one JSON object per image per line")
     d.add_argument("--out", type=Path, help="write annotated copies into this folder")
-    _add_classifier_arg(d, "for faces only")
-    _add_model_args(d)
+    _add_classifier_arg(d, "for faces only", defaults.PHOTOS.classifier)
+    _add_model_args(d, defaults.PHOTOS.detector)
     d.set_defaults(func=cmd_detect)
 
-    e = sub.add_parser("eval", help="score the detector on a Pascal VOC dataset")
+    e = sub.add_parser("eval", help="score the detector on a Pascal VOC dataset",
+                       epilog=f"default models, for photos: {defaults.PHOTOS.why}")
     e.add_argument("dataset", type=Path, help="folder with images/ and annotations/ (any depth)")
     e.add_argument("--split", default="test", help="split from splits.csv, or 'all' (default: test)")
     e.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -214,12 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audited visible faces the annotation lacks (columns image, x1, y1, x2, "
                         "y2; image as in splits.csv): also report precision and AP with "
                         "detections on them ignored")
-    _add_classifier_arg(e, "to skip")
+    _add_classifier_arg(e, "to skip", defaults.PHOTOS.classifier)
     e.add_argument("--roc", type=Path, default=None, help="write the classifier's ROC curve PNG")
-    _add_model_args(e)
+    _add_model_args(e, defaults.PHOTOS.detector)
     e.set_defaults(func=cmd_eval)
 
-    r = sub.add_parser("run", help="run the door appliance (flags override the config file)")
+    r = sub.add_parser("run", help="run the door appliance (flags override the config file)",
+                       epilog=f"default models (detector.model '{defaults.DOOR.detector}', "
+                       f"classifier.model '{defaults.DOOR.classifier}'), for the door: "
+                       f"{defaults.DOOR.why}")
     r.add_argument("--config", type=Path, default=None,
                    help="TOML config (default: /etc/maskdoor/config.toml if it exists)")
     r.add_argument("--source", help="camera source: picamera2, usb:N, file, URL, folder, demo")
@@ -245,14 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--timeout", type=float, default=None, help="exit after N seconds")
     a.set_defaults(func=cmd_alerts)
 
-    b = sub.add_parser("bench", help="latency per stage, frames/s, start-up and memory, beside the peers")
+    b = sub.add_parser("bench", help="latency per stage, frames/s, start-up and memory, beside the peers",
+                       epilog=f"default models, the door's: {defaults.DOOR.why}")
     b.add_argument("--source", default="demo", help="frames to time on (default: the demo clip)")
     b.add_argument("--frames", type=int, default=150, help="how many frames (default: 150)")
     b.add_argument("--json", action="store_true")
     b.add_argument("--peers", type=Path, default=None,
                    help="folder with res10's Caffe files (default: ../shared/weights if found)")
-    _add_model_args(b, default="door")
-    _add_classifier_arg(b, None, default="single")
+    _add_model_args(b, defaults.DOOR.detector)
+    _add_classifier_arg(b, None, defaults.DOOR.classifier)
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("config", help="print the default config, or check a config file")

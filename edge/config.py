@@ -18,33 +18,17 @@ import socket
 import ssl
 import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from edge.errors import MaskdoorError
+from edge.defaults import DOOR
+from edge.errors import ConfigError
 from models import CLASSIFIERS, DETECTORS
 
 DEFAULT_PATH = Path("/etc/maskdoor/config.toml")
 MAX_FILE_BYTES = 1 << 20  # a config file is a few kB; this bounds reading a wrong path
-
-
-class ConfigError(MaskdoorError, ValueError):
-    """The configuration file or a command-line override is invalid.
-
-    ``problems`` holds one line per bad key (or one for a file that cannot be read at all).
-    """
-
-    def __init__(self, problems: str | list[str]):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        if len(self.problems) == 1:
-            text = self.problems[0]
-        else:
-            text = (f"{len(self.problems)} problems in the configuration; fix each:\n" +
-                    "\n".join(f"  {p}" for p in self.problems))
-        super().__init__(text)
 
 
 @dataclass(frozen=True)
@@ -127,7 +111,8 @@ def _broker_url(value: str) -> str | None:
         return None
     if _odd_characters(value):
         return f"contains spaces or control characters; {BROKER_FIX}"
-    from edge.mqtt import BrokerURLError, parse_url
+    from edge.errors import BrokerURLError
+    from edge.sinks.mqtt import parse_url
     try:
         parse_url(value)
     except ValueError as exc:
@@ -259,7 +244,7 @@ SCHEMA: dict[str, Section] = {
                               0.1, 3600),
     }),
     "detector": Section("The SSD face detector.", {
-        "model": Field("door", str, "'door': the shipped 256x256 detector, for faces close to the "
+        "model": Field(DOOR.detector, str, "'door': the shipped 256x256 detector, for faces close to the "
                        "door (fastest); 'full': the shipped 448x448 one, which also finds small "
                        "faces far away; 'verified': 'full' with a second look at each proposal "
                        "(more faces, slower); 'accurate': two detectors at 448, plus 544 and 768 "
@@ -280,7 +265,7 @@ SCHEMA: dict[str, Section] = {
                        "the frames between, the tracker moves the faces at their speed", 1, 30),
     }),
     "classifier": Section("The mask classifier.", {
-        "model": Field("single", str, "'single': the shipped 96 px model (fits a 10 ms frame "
+        "model": Field(DOOR.classifier, str, "'single': the shipped 96 px model (fits a 10 ms frame "
                        "with the 'door' detector); 'pair': the 96 px and 160 px models averaged "
                        "(fewer wrong verdicts, about 3.5x the classifier time); or the path of a "
                        ".tflite or ensemble .json", models=tuple(CLASSIFIERS)),
@@ -360,6 +345,20 @@ SCHEMA: dict[str, Section] = {
                            choices=("DEBUG", "INFO", "WARNING", "ERROR")),
     }),
 }
+
+
+def _section_type(name: str, section: Section) -> type:
+    """A frozen dataclass with one typed attribute per key of ``section``."""
+    return make_dataclass(f"{name.capitalize()}Config",
+                          [(key, field.kind) for key, field in section.fields.items()],
+                          frozen=True, namespace={"__doc__": section.help})
+
+
+# What :func:`load` returns: ``cfg.camera.source``, ``cfg.mqtt.url``..., typed and immutable.
+SECTIONS: dict[str, type] = {name: _section_type(name, s) for name, s in SCHEMA.items()}
+Config = make_dataclass("Config", list(SECTIONS.items()), frozen=True,
+                        namespace={"__doc__": "The validated configuration, one section per "
+                                              "[table] of the file."})
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -448,7 +447,7 @@ def _relations(values: dict[str, dict[str, Any]], where: Callable[[str], str]) -
                         "with a user name; set mqtt.username")
     url = mqtt.get("url")
     if url and mqtt.get("ca_certs"):
-        from edge.mqtt import parse_url
+        from edge.sinks.mqtt import parse_url
         if not parse_url(url)[2]:
             problems.append(f"{where('mqtt.ca_certs')}: mqtt.ca_certs = "
                             f"{_show(mqtt['ca_certs'])}: only used with TLS; write the broker "
@@ -464,7 +463,7 @@ def _relations(values: dict[str, dict[str, Any]], where: Callable[[str], str]) -
 
 
 def build(data: dict, origin: str = "config",
-          sources: dict[str, str] | None = None) -> SimpleNamespace:
+          sources: dict[str, str] | None = None) -> Config:
     """Validate ``data`` (as parsed from TOML) against SCHEMA; return ``cfg.section.key``.
 
     ``sources`` names where a key's value came from when not from ``origin`` (e.g. '--mqtt').
@@ -505,7 +504,7 @@ def build(data: dict, origin: str = "config",
     if problems:
         raise ConfigError(problems)
     values["mqtt"]["device_id"] = values["mqtt"]["device_id"] or hostname_device_id()
-    return SimpleNamespace(**{s: SimpleNamespace(**v) for s, v in values.items()})
+    return Config(**{s: SECTIONS[s](**v) for s, v in values.items()})
 
 
 def _read_toml(path: Path) -> dict:
@@ -542,7 +541,7 @@ def _read_toml(path: Path) -> dict:
 
 
 def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-         labels: dict[str, str] | None = None) -> SimpleNamespace:
+         labels: dict[str, str] | None = None) -> Config:
     """Read the TOML at ``path`` (None: built-in defaults) and apply ``overrides``
     ({'section.key': value}) on top, validating both; ``labels`` names where each override came
     from in messages (e.g. {'mqtt.url': '--mqtt'})."""
@@ -581,7 +580,7 @@ def default_toml() -> str:
     return "\n".join(lines)
 
 
-def state_dir(cfg: SimpleNamespace) -> Path:
+def state_dir(cfg: Config) -> Path:
     """The state directory, by the rule in the config description."""
     if cfg.service.state_dir:
         return Path(cfg.service.state_dir)

@@ -1,4 +1,7 @@
-"""Exceptions of maskdoor. Each also inherits the matching built-in, so callers may catch either."""
+"""Every error maskdoor shows the operator. Each also inherits the matching built-in, so callers
+may catch either; each message names the input and what to do about it."""
+
+from __future__ import annotations
 
 
 class MaskdoorError(Exception):
@@ -23,3 +26,27 @@ class DatasetError(MaskdoorError, ValueError):
 
 class CameraError(MaskdoorError, OSError):
     """A frame source could not be opened or stopped delivering frames."""
+
+
+class ConfigError(MaskdoorError, ValueError):
+    """The configuration file or a command-line override is invalid.
+
+    ``problems`` holds one line per bad key (or one for a file that cannot be read at all).
+    """
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        if len(self.problems) == 1:
+            text = self.problems[0]
+        else:
+            text = (f"{len(self.problems)} problems in the configuration; fix each:\n" +
+                    "\n".join(f"  {p}" for p in self.problems))
+        super().__init__(text)
+
+
+class BrokerURLError(MaskdoorError, ValueError):
+    """mqtt.url is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]."""
+
+
+class BrokerFileError(MaskdoorError, OSError):
+    """mqtt.password_file or mqtt.ca_certs cannot be read."""

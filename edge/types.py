@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -64,13 +65,39 @@ def box_array(boxes: Iterable[Box]) -> np.ndarray:
     return np.array([[b.x1, b.y1, b.x2, b.y2] for b in boxes], np.float32).reshape(-1, 4)
 
 
+def face_arrays(faces: Iterable["Face"]) -> tuple[np.ndarray, np.ndarray]:
+    """Faces as (boxes (N, 4) x1 y1 x2 y2, scores (N,)) arrays."""
+    faces = list(faces)
+    return box_array(f.box for f in faces), np.array([f.score for f in faces], np.float32)
+
+
+class Verdict(str, Enum):
+    """What the mask classifier says of a face. A ``str``, so JSON payloads and comparisons with
+    the label strings of the models' sidecars stay as they were."""
+
+    WITH_MASK = "with_mask"
+    WITHOUT_MASK = "without_mask"
+    INCORRECT_MASK = "incorrect_mask"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @classmethod
+    def unmasked(cls) -> frozenset["Verdict"]:
+        """The verdicts that mean 'not properly masked'."""
+        return frozenset({cls.WITHOUT_MASK, cls.INCORRECT_MASK})
+
+
 @dataclass(frozen=True)
 class Face:
     """A detected face: box in image pixels, detector confidence, and (later) a mask verdict."""
 
     box: Box
     score: float
-    label: str | None = None
+    label: Verdict | None = None
     label_score: float | None = None
     probs: dict[str, float] = field(default_factory=dict)
 
@@ -108,7 +135,7 @@ class TrackedFace:
 
     track_id: int
     face: Face
-    verdict: str | None
+    verdict: Verdict | None
     verdict_score: float
     width_frac: float
     unmasked_streak: int

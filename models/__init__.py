@@ -7,7 +7,7 @@ FACE_DETECTOR = MODELS_DIR / "face_detector.tflite"            # 448x448: faces 
 FACE_DETECTOR_DOOR = MODELS_DIR / "face_detector_door.tflite"  # 256x256: faces close to the door
 MASK_CLASSIFIER = MODELS_DIR / "mask_classifier.tflite"           # 96x96, alone: 'single'
 MASK_CLASSIFIER_160 = MODELS_DIR / "mask_classifier_160.tflite"   # 160x160, a member of 'pair'
-MASK_CLASSIFIER_PAIR = MODELS_DIR / "mask_classifier_pair.json"   # 96 + 160 averaged: the default
+MASK_CLASSIFIER_PAIR = MODELS_DIR / "mask_classifier_pair.json"   # 96 + 160 averaged: 'pair'
 FACE_VERIFIER = MODELS_DIR / "face_verifier.tflite"  # 96x96 second look at each proposal
 FACE_DETECTOR_VERIFIED = MODELS_DIR / "face_detector_verified.json"  # `full` + the verifier
 FACE_DETECTOR_4PASS = MODELS_DIR / "face_detector_4pass.json"  # 448 x2, 544, 768, fused
@@ -22,7 +22,6 @@ def detector_path(name: str | Path) -> Path:
 
 
 CLASSIFIERS = {"pair": MASK_CLASSIFIER_PAIR, "single": MASK_CLASSIFIER}
-DEFAULT_CLASSIFIER = MASK_CLASSIFIER_PAIR
 
 
 def classifier_path(name: str | Path) -> Path:

@@ -190,7 +190,7 @@ class Subscriber:
                  clean_session: bool = True, ca_file=None, username=None, password=None,
                  qos: int = 1):
         import paho.mqtt.client as mqtt
-        from edge.mqtt import parse_url
+        from edge.sinks.mqtt import parse_url
         host, port, tls = parse_url(url)
         self.messages: list[tuple[str, bytes, bool]] = []
         self.redelivered: list[tuple[str, bytes]] = []

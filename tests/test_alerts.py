@@ -11,7 +11,7 @@ from pathlib import Path
 
 import paho.mqtt.publish as publish
 
-from edge.alerts import SeenIds
+from edge.sinks.alerts import SeenIds
 
 EXE = str(Path(sys.executable).parent / "maskdoor")
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from conftest import Subscriber, on_periods
 from edge import config
-from edge.app import SafeSinks, process_frames
-from edge.runner import run
+from edge.door import process_frames
+from edge.sinks import SafeSinks
+from edge.service import run
 
 EXE = str(Path(sys.executable).parent / "maskdoor")
 FIELDS = {"id", "time", "device", "type", "label", "label_score", "score", "box",
@@ -114,26 +115,25 @@ def test_check_reports_each_part(broker, tmp_path):
 def test_a_failing_sink_never_stops_the_loop(caplog):
     import numpy as np
 
-    from edge.sources import ArraySource, SyncReader
+    from edge.camera.sources import ArraySource
+    from edge.inference.fakes import ScriptedDetector
+    from edge.sinks import Sink
+    from edge.camera.readers import SyncReader
 
-    class Broken:
+    class Broken(Sink):
         def on_state(self, *a):
             raise OSError("disk full")
 
-    class Counter:
+    class Counter(Sink):
         n = 0
 
         def on_state(self, *a):
             Counter.n += 1
 
-    class NoFaces:
-        def detect(self, image):
-            return []
-
-    from edge.policy import DoorPolicy
-    from edge.tracker import IoUTracker
+    from edge.tracking.policy import DoorPolicy
+    from edge.tracking.tracker import IoUTracker
     reader = SyncReader(ArraySource([np.zeros((48, 64, 3), np.uint8)] * 5)).start()
-    stats = process_frames(reader, NoFaces(), None, IoUTracker(), DoorPolicy("d"),
+    stats = process_frames(reader, ScriptedDetector(), None, IoUTracker(), DoorPolicy("d"),
                            SafeSinks([Broken(), Counter()]))
     assert stats.frames == 5 and Counter.n == 5
     assert len([r for r in caplog.records if "disk full" in r.getMessage()]) == 1
@@ -142,11 +142,12 @@ def test_a_failing_sink_never_stops_the_loop(caplog):
 def test_detecting_every_third_frame_keeps_the_demo_verdicts(tmp_path):
     """The every-k option on the real clip: the unmasked person is still warned exactly once and
     the masked one never."""
-    from edge.runner import build_models
-    from edge.motion import gate_for
-    from edge.policy import DoorPolicy
-    from edge.sources import open_source, reader_for
-    from edge.tracker import IoUTracker
+    from edge.service import build_models
+    from edge.tracking.motion import gate_for
+    from edge.tracking.policy import DoorPolicy
+    from edge.camera.sources import open_source
+    from edge.camera.readers import reader_for
+    from edge.tracking.tracker import IoUTracker
     cfg = cfg_for(tmp_path, **{"detector.every": 3})
     det, cls = build_models(cfg)
     reader = reader_for(open_source(cfg.camera), cfg.camera).start()

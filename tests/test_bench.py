@@ -21,6 +21,8 @@ def test_bench_json_rows(capsys, shared_weights):
     assert set(report["stages_ms"]) >= {"preprocess", "detector", "postprocess",
                                         "tracker and policy"}
     assert "1 thread, detector every 2nd frame" in report["loop"]
+    scripted = report["loop"]["scripted detector and classifier (all but the models)"]
+    assert scripted["events"] == 1, "the scripted face is warned once, as a real one would be"
     est = report["estimates"]
     assert est["detector"]["mmacs"] > 5 * est["classifier per face"]["mmacs"] > 0
     assert report["classifier"].endswith("mask_classifier.tflite"), "the appliance's classifier"
@@ -41,9 +43,9 @@ def test_stage_times_of_a_multi_pass_detector_time_it_whole():
     import cv2
 
     from conftest import FIXTURE_IMAGES
-    from edge.bench import _stage_times
-    from edge.classifier import MaskClassifier
-    from edge.detector import load_detector
+    from convert.measure.bench import _stage_times
+    from edge.inference.classifier import MaskClassifier
+    from edge.inference.detectors import load_detector
     from models import MASK_CLASSIFIER, detector_path
     frames = [cv2.imread(str(p)) for p in FIXTURE_IMAGES[:2]]
     stages = _stage_times(load_detector(detector_path("accurate")), MaskClassifier(MASK_CLASSIFIER),
@@ -53,9 +55,9 @@ def test_stage_times_of_a_multi_pass_detector_time_it_whole():
 
 
 def test_estimates_count_every_member_of_a_classifier_pair():
-    from edge.bench import _estimates
-    from edge.classifier import load_classifier
-    from edge.detector import load_detector
+    from convert.measure.bench import _estimates
+    from edge.inference.classifier import load_classifier
+    from edge.inference.detectors import load_detector
     from models import detector_path
     det = load_detector(detector_path("door"))
     single = _estimates(det, load_classifier("single"))["classifier per face"]

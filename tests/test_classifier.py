@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
-from edge.classifier import MaskClassifier
-from edge.crops import crop, square_crop_box
-from edge.dataset import load_voc_dataset
+from edge.inference.classifier import MaskClassifier
+from edge.inference.crops import crop, square_crop_box
+from convert.measure.dataset import load_voc_dataset
 from edge.errors import ModelError
 from edge.types import Box, Face
 from models import MASK_CLASSIFIER

@@ -222,7 +222,7 @@ def test_a_good_file_is_valid_for_both(tmp_path, capsys):
 
 
 def test_a_part_that_is_not_fitted_is_minus_one(mock_pins):
-    from edge.pins import DoorSignals
+    from edge.sinks.pins import DoorSignals
     cfg = config.load(None, {"gpio.red_led": -1, "gpio.green_led": 22, "gpio.beeps": 1,
                              "gpio.beep_on_s": 0.05})
     sig = DoorSignals(cfg.gpio)

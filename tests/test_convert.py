@@ -17,8 +17,8 @@ def test_int8_detector_loads_and_detects_through_edge(arch, shared_weights, tmp_
     needs_tensorflow()
     from convert.detector import build
     from convert.quantize import to_int8_tflite
-    from edge.detector import FaceDetector, softmax_face
-    from edge.opcount import op_counts
+    from edge.inference.detectors.tflite_ssd import FaceDetector, softmax_face
+    from convert.measure.opcount import op_counts
 
     hw = (160, 160) if arch == "res10" else (128, 128)
     model, spec = build(shared_weights, hw, arch)
@@ -42,7 +42,7 @@ def test_int8_detector_loads_and_detects_through_edge(arch, shared_weights, tmp_
 def test_shipped_detector_priors_match_convert(shared_weights):
     needs_tensorflow()
     from convert.detector import build
-    from edge.detector import load_sidecar
+    from edge.inference.tflite import load_sidecar
     from models import FACE_DETECTOR
 
     meta = load_sidecar(FACE_DETECTOR)
@@ -54,7 +54,7 @@ def test_shipped_detector_priors_match_convert(shared_weights):
 
 def test_matching_marks_tiny_faces_ignored_and_forces_a_prior_per_face():
     from convert.detector import match_targets
-    from edge import ssd
+    from edge.inference import ssd
     s = ssd.AnchorSpec(input_size=(64, 64), feature_maps=(
         ssd.FeatureMapSpec(size=(8, 8), step=(8, 8), boxes=((8, 10), (16, 19))),))
     p = ssd.priors(s)
@@ -75,7 +75,8 @@ def test_multipass_spec_gets_its_threshold_on_val(tmp_path):
 
     from conftest import FIXTURES
     from convert.detector import write_multipass
-    from edge.detector import MultiPassDetector, load_detector
+    from edge.inference.detectors.multipass import MultiPassDetector
+    from edge.inference.detectors import load_detector
     from models import FACE_DETECTOR, MODELS_DIR
 
     FACE_DETECTOR_544 = MODELS_DIR / "face_detector_544.tflite"
@@ -106,7 +107,7 @@ def test_multipass_spec_gets_its_threshold_on_val(tmp_path):
 
 def test_ignore_boxes_are_neither_faces_nor_background():
     from convert.detector import match_targets
-    from edge import ssd
+    from edge.inference import ssd
     s = ssd.AnchorSpec(input_size=(64, 64), feature_maps=(
         ssd.FeatureMapSpec(size=(8, 8), step=(8, 8), boxes=((8, 10), (16, 19))),))
     p = ssd.priors(s)
@@ -143,8 +144,8 @@ def test_pseudo_ignore_finds_unannotated_faces_only(tmp_path):
 
     from conftest import FIXTURES
     from convert.detector import image_key, load_images, pseudo_ignore, read_ignore
-    from edge import ssd
-    from edge.dataset import load_voc_dataset
+    from edge.inference import ssd
+    from convert.measure.dataset import load_voc_dataset
     from models import FACE_DETECTOR
 
     data = tmp_path / "detect"
@@ -309,7 +310,7 @@ def test_classifier_train_keeps_the_best_epoch_and_exports_what_the_device_loads
     best.weights.h5, and an int8 model with its sidecar that the device's loader reads."""
     needs_tensorflow()
     from convert.classifier import export, train
-    from edge.classifier import MaskClassifier
+    from edge.inference.classifier import MaskClassifier
 
     data = tmp_path / "data"
     _tiny_split(data, "detect")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, FIXTURE_IMAGES
-from edge.dataset import load_voc_dataset
-from edge.detector import FaceDetector, load_sidecar
+from convert.measure.dataset import load_voc_dataset
+from edge.inference.detectors.tflite_ssd import FaceDetector
+from edge.inference.tflite import load_sidecar
 from edge.errors import ModelError
 from models import FACE_DETECTOR, FACE_DETECTOR_DOOR, detector_path
 
@@ -109,7 +110,7 @@ def test_door_detector_finds_every_face_close_to_the_door(door_detector, sample)
 
 def test_a_policy_wanting_smaller_faces_than_the_door_detector_sees_is_warned(caplog):
     from edge import config
-    from edge.runner import build_models
+    from edge.service import build_models
     build_models(config.load(None, {"policy.min_face_width_frac": 0.06}))
     assert "15 px wide" in caplog.text and "detector.model = 'full'" in caplog.text
     caplog.clear()

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, FIXTURE_IMAGES
-from edge.classifier import EnsembleClassifier, MaskClassifier, load_classifier
+from edge.inference.classifier import EnsembleClassifier, MaskClassifier, load_classifier
 from edge.cli import main
-from edge.dataset import load_voc_dataset
+from convert.measure.dataset import load_voc_dataset
 from edge.errors import ModelError
 from edge.types import Face
-from models import DEFAULT_CLASSIFIER, MASK_CLASSIFIER, MASK_CLASSIFIER_160, MASK_CLASSIFIER_PAIR
+from edge.defaults import PHOTOS
+from models import MASK_CLASSIFIER, MASK_CLASSIFIER_160, MASK_CLASSIFIER_PAIR, classifier_path
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +34,8 @@ def faces():
     return out
 
 
-def test_pair_is_the_default_and_averages_its_members(pair, faces):
-    assert DEFAULT_CLASSIFIER == MASK_CLASSIFIER_PAIR
+def test_pair_is_the_photo_default_and_averages_its_members(pair, faces):
+    assert classifier_path(PHOTOS.classifier) == MASK_CLASSIFIER_PAIR
     assert isinstance(pair, EnsembleClassifier)
     assert pair.model_paths() == [MASK_CLASSIFIER, MASK_CLASSIFIER_160]
     assert pair.describe().startswith("int8 96x96+160x160, averaged")
@@ -101,7 +102,7 @@ def test_members_must_share_labels_and_files_must_exist(tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(ModelError, match="not valid JSON"):
         load_classifier(tmp_path / "broken.json")
-    with pytest.raises(ModelError, match="load it with edge.classifier.load_classifier"):
+    with pytest.raises(ModelError, match="load it with edge.inference.classifier.load_classifier"):
         MaskClassifier(MASK_CLASSIFIER_PAIR)
 
 
@@ -141,7 +142,7 @@ def test_convert_writes_an_ensemble_spec_chosen_on_val(tmp_path):
 
 def test_the_appliance_uses_single_unless_configured():
     from edge import config
-    from edge.runner import build_models
+    from edge.service import build_models
     _, cls = build_models(config.load(None, {}))
     assert isinstance(cls, MaskClassifier) and cls.model_paths() == [MASK_CLASSIFIER]
     _, cls = build_models(config.load(None, {"classifier.model": "pair"}))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge.evaluate import DetectionRecords
+from convert.measure.evaluate import DetectionRecords
 
 
 def test_perfect_detections_give_full_recall_precision_and_ap():

@@ -17,8 +17,8 @@ import pytest
 
 from conftest import ROOT, Subscriber
 from edge import config
-from edge.mqtt import MqttSink
-from edge.outbox import Outbox
+from edge.sinks.mqtt import MqttSink
+from edge.sinks.outbox import Outbox
 
 EXE = str(Path(sys.executable).parent / "maskdoor")
 FIELDS = {"id", "time", "device", "type", "label", "label_score", "score", "box",

@@ -16,7 +16,7 @@ from conftest import Subscriber, free_port
 
 EXE = str(Path(sys.executable).parent / "maskdoor")
 KILLS = 20
-ALERT = " INFO edge.app: alert "
+ALERT = " INFO edge.door: alert "
 
 
 def config(tmp_path: Path, url: str) -> Path:

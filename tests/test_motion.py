@@ -2,12 +2,15 @@
 
 import numpy as np
 
-from edge.app import SafeSinks, process_frames
-from edge.motion import MotionGate
-from edge.policy import DoorPolicy
-from edge.sources import ArraySource, SyncReader
-from edge.tracker import IoUTracker
-from edge.types import Box, Face
+from edge.door import process_frames
+from edge.sinks import SafeSinks
+from edge.tracking.motion import MotionGate
+from edge.tracking.policy import DoorPolicy
+from edge.camera.sources import ArraySource
+from edge.camera.readers import SyncReader
+from edge.tracking.tracker import IoUTracker
+from edge.inference.fakes import ScriptedDetector
+from edge.types import Box, Face, Verdict
 
 rng = np.random.default_rng(0)
 STILL = rng.integers(0, 255, (120, 160, 3)).astype(np.uint8)
@@ -37,14 +40,8 @@ def test_sensor_noise_is_not_motion():
 
 
 def test_loop_keeps_the_last_faces_while_nothing_moves():
-    class CountingDetector:
-        calls = 0
-
-        def detect(self, image):
-            self.calls += 1
-            return [Face(Box(10, 10, 60, 70), 0.9, "without_mask", 0.9, {"without_mask": 0.9})]
-
-    det = CountingDetector()
+    det = ScriptedDetector([Face(Box(10, 10, 60, 70), 0.9, Verdict.WITHOUT_MASK, 0.9,
+                                 {Verdict.WITHOUT_MASK: 0.9})])
     seen = []
     stats = process_frames(SyncReader(ArraySource([STILL] * 10)).start(), det, None, IoUTracker(), DoorPolicy("d", unmasked_frames=3),
                            SafeSinks([]), gate=MotionGate(force_every=4),

@@ -9,8 +9,9 @@ import pytest
 
 from conftest import Subscriber
 from edge import config
-from edge.mqtt import BrokerURLError, MqttSink, make_client, parse_url, redact_url
-from edge.outbox import Outbox
+from edge.errors import BrokerURLError
+from edge.sinks.mqtt import MqttSink, make_client, parse_url, redact_url
+from edge.sinks.outbox import Outbox
 from edge.types import Event
 
 FIELDS = {"id", "time", "device", "type", "label", "label_score", "score", "box",

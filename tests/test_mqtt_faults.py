@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from conftest import Subscriber, make_ca
-from edge.mqtt import BrokerFileError, MqttSink, probe_broker
-from edge.outbox import Outbox
+from edge.errors import BrokerFileError
+from edge.sinks.mqtt import MqttSink, probe_broker
+from edge.sinks.outbox import Outbox
 from test_mqtt import event, mqtt_cfg
 
 EXE = str(Path(sys.executable).parent / "maskdoor")
@@ -192,7 +193,7 @@ def test_broker_failure_is_logged_once_and_failed_by_check(failure, make_broker,
                                                            caplog):
     url, settings, words = FAILURES[failure](make_broker, tmp_path)
     host_port = url.rsplit("@", 1)[-1].split("://")[-1]
-    caplog.set_level(logging.WARNING, logger="edge.mqtt")
+    caplog.set_level(logging.WARNING, logger="edge.sinks.mqtt")
     sink = MqttSink(mqtt_cfg(url, **settings), "door1", Outbox(tmp_path / "outbox"))
     t0 = time.monotonic()
     sink.start()
@@ -230,7 +231,7 @@ def test_good_tls_and_password_connect_and_pass_check(make_broker, tmp_path, cap
                 "ca_certs": str(b.ca_file)}
     sub = Subscriber(b.url, ["maskdoor/door1/events"], ca_file=b.ca_file, username=USER,
                      password=PASSWORD)
-    caplog.set_level(logging.WARNING, logger="edge.mqtt")
+    caplog.set_level(logging.WARNING, logger="edge.sinks.mqtt")
     sink = MqttSink(mqtt_cfg(b.url, **settings), "door1", Outbox(tmp_path / "outbox"))
     sink.start()
     sink.on_event(event(7))

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, FIXTURE_IMAGES
-from edge.dataset import load_voc_dataset
-from edge.detector import FaceDetector, MultiPassDetector, load_detector
+from convert.measure.dataset import load_voc_dataset
+from edge.inference.detectors.tflite_ssd import FaceDetector
+from edge.inference.detectors.multipass import MultiPassDetector
+from edge.inference.detectors import load_detector
 from edge.errors import ModelError
-from edge.ssd import fuse
+from edge.inference.ssd import fuse
 from models import FACE_DETECTOR, FACE_DETECTOR_4PASS
 
 
@@ -71,7 +73,7 @@ def test_multipass_limits_a_pass_to_small_faces_in_image_pixels(tmp_path, monkey
     def spy(parts, iou, limits):
         seen.append(limits)
         return fuse(parts, iou, limits)
-    monkeypatch.setattr("edge.ssd.fuse", spy)
+    monkeypatch.setattr("edge.inference.ssd.fuse", spy)
     det.detect(np.zeros((300, 896, 3), np.uint8))
     assert seen == [[float("inf"), 100.0]]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from edge.opcount import REFERENCE_MACS, estimates, op_counts
+from convert.measure.opcount import REFERENCE_MACS, estimates, op_counts
 from models import FACE_DETECTOR, FACE_DETECTOR_DOOR, MASK_CLASSIFIER
 
 

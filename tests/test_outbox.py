@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.outbox import Outbox
+from edge.sinks.outbox import Outbox
 
 
 def ev(i) -> bytes:
@@ -40,7 +40,7 @@ def test_fifo_and_persistent(tmp_path):
 
 def test_bound_drops_oldest_counts_across_restarts_and_says_so_once(tmp_path, caplog):
     q = Outbox(tmp_path, 3)
-    with caplog.at_level(logging.INFO, "edge.outbox"):
+    with caplog.at_level(logging.INFO, "edge.sinks.outbox"):
         for i in range(6):
             q.put(ev(i))
     assert len(q) == 3 and q.dropped == 3 and q.peek()[1] == ev(3)
@@ -49,7 +49,7 @@ def test_bound_drops_oldest_counts_across_restarts_and_says_so_once(tmp_path, ca
     assert "raise mqtt.queue_max" in full[0].getMessage()
     assert Outbox(tmp_path, 3).dropped == 3
     caplog.clear()
-    with caplog.at_level(logging.INFO, "edge.outbox"):
+    with caplog.at_level(logging.INFO, "edge.sinks.outbox"):
         q.remove(q.peek()[0])
         q.remove(q.peek()[0])
     assert any("below mqtt.queue_max again; 3" in r.getMessage() for r in caplog.records)
@@ -68,7 +68,7 @@ def test_empty_and_truncated_entries_are_quarantined_once_each(tmp_path, caplog)
     (tmp_path / "000000000003.json").write_bytes(ev(3)[:7])
     (tmp_path / "000000000004.json").write_bytes(b"[1, 2]")
     (tmp_path / "000000000005.json").write_bytes(ev(5))
-    with caplog.at_level(logging.WARNING, "edge.outbox"):
+    with caplog.at_level(logging.WARNING, "edge.sinks.outbox"):
         q = Outbox(tmp_path, 10)
     assert ids(q) == ["e1", "e5"]
     bad = sorted(p.name for p in (tmp_path / "quarantine").iterdir())
@@ -83,7 +83,7 @@ def test_foreign_files_and_a_bad_counter_are_survived(tmp_path, caplog):
     (tmp_path / "notes.json").write_text("my notes")
     (tmp_path / "dropped").write_text("abc")
     (tmp_path / "000000000007.json").write_bytes(ev(7))
-    with caplog.at_level(logging.INFO, "edge.outbox"):
+    with caplog.at_level(logging.INFO, "edge.sinks.outbox"):
         q = Outbox(tmp_path, 10)
     assert q.dropped == 0 and (tmp_path / "dropped").read_text() == "0"
     assert any("'abc'" in r.getMessage() and "starts again at 0" in r.getMessage()
@@ -95,7 +95,7 @@ def test_foreign_files_and_a_bad_counter_are_survived(tmp_path, caplog):
 
 def test_a_folder_that_cannot_be_created_queues_in_memory_until_it_can(tmp_path, caplog):
     (tmp_path / "state").write_text("")
-    with caplog.at_level(logging.WARNING, "edge.outbox"):
+    with caplog.at_level(logging.WARNING, "edge.sinks.outbox"):
         q = Outbox(tmp_path / "state" / "outbox", 10)
         for i in range(3):
             q.put(ev(i))
@@ -138,7 +138,7 @@ def test_a_folder_that_cannot_be_listed_is_left_alone(tmp_path, caplog):
 LISTING_SCRIPT = """
 import json, logging, sys
 logging.basicConfig()
-from edge.outbox import Outbox
+from edge.sinks.outbox import Outbox
 q = Outbox(sys.argv[1], 10)
 q.put(json.dumps({"id": "e0"}).encode()); q.put(json.dumps({"id": "e1"}).encode())
 while (item := q.peek()) is not None:
@@ -153,7 +153,7 @@ def test_failed_writes_keep_order_leave_no_temp_file_and_recover(tmp_path, caplo
     # the folder turns into a file: every write now fails in the kernel (ENOTDIR)
     os.rename(folder, tmp_path / "away")
     folder.write_text("")
-    with caplog.at_level(logging.WARNING, "edge.outbox"):
+    with caplog.at_level(logging.WARNING, "edge.sinks.outbox"):
         q.put(ev(1))
         q.put(ev(2))
         assert q.in_memory == 2
@@ -183,7 +183,7 @@ def run_in_own_mounts(script: str, setup: str) -> subprocess.CompletedProcess:
 DISK_SCRIPT = """
 import json, logging, os, sys
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-from edge.outbox import Outbox
+from edge.sinks.outbox import Outbox
 q = Outbox(sys.argv[1] if len(sys.argv) > 1 else os.environ["Q"], 10000)
 for i in range(300):
     q.put(json.dumps({"id": f"e{i}", "pad": "x" * 500}).encode())

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import on_periods
 from edge import config
-from edge.pins import DoorSignals
+from edge.sinks.pins import DoorSignals
 
 
 def gpio_cfg(**kw):

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.dataset import Annotation, Sample
-from edge.pipeline_eval import PipelineRecords, crop_summary, roc, write_roc_png
+from convert.measure.dataset import Annotation, Sample
+from convert.measure.pipeline_eval import PipelineRecords, crop_summary, roc, write_roc_png
 from edge.types import Box, Face
 
 

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 from conftest import free_port
-from edge import config, preview
-from edge.config import ConfigError
-from edge.preview import LiveView, LoginGuard, draw, parse_address, suggested_threshold
+from edge import config
+from edge.sinks import preview
+from edge.errors import ConfigError
+from edge.sinks.preview import LiveView, LoginGuard, draw, parse_address, suggested_threshold
 from edge.types import Box, Event, Face, Frame, TrackedFace
 
 EXE = str(Path(sys.executable).parent / "maskdoor")
@@ -212,9 +213,9 @@ def test_wrong_passwords_get_401_then_429_from_that_address_only():
 
 
 def test_status_reads_the_other_sinks_and_keeps_the_last_alerts(broker, tmp_path, mock_pins):
-    from edge.mqtt import MqttSink
-    from edge.outbox import Outbox
-    from edge.pins import DoorSignals
+    from edge.sinks.mqtt import MqttSink
+    from edge.sinks.outbox import Outbox
+    from edge.sinks.pins import DoorSignals
     cfg = config.load(None, {"mqtt.url": broker.url, "mqtt.device_id": "d1"})
     mq = MqttSink(cfg.mqtt, "d1", Outbox(tmp_path / "outbox"))
     mq.start()
@@ -325,7 +326,7 @@ def test_maskdoor_run_refuses_an_open_view_without_password(tmp_path):
 
 
 def test_bench_measures_the_loop_with_the_view_off_idle_and_watched():
-    from edge.bench import _view_loop_fps
+    from convert.measure.bench import _view_loop_fps
     from models import classifier_path, detector_path
     r = _view_loop_fps("demo", str(detector_path("door")), str(classifier_path("single")), 40)
     assert r["view off"]["encoded_frames"] == 0 and r["view on, idle"]["encoded_frames"] == 0

@@ -25,7 +25,7 @@ def opencv_net(shared_weights):
 
 
 def test_priors_match_opencv(rebuilt, opencv_net):
-    from edge import ssd
+    from edge.inference import ssd
     _, spec, _ = rebuilt
     opencv_net.setInput(np.zeros((1, 3, 300, 300), np.float32))
     cv_priors = opencv_net.forward("mbox_priorbox")[0, 0].reshape(-1, 4)
@@ -36,7 +36,7 @@ def test_priors_match_opencv(rebuilt, opencv_net):
 
 @pytest.mark.parametrize("path", FIXTURE_IMAGES, ids=lambda p: p.name)
 def test_detections_match_opencv(rebuilt, opencv_net, path):
-    from edge.detector import SSDDecoder, softmax_face
+    from edge.inference.detectors.tflite_ssd import SSDDecoder, softmax_face
     model, spec, det = rebuilt
     image = cv2.imread(str(path))
     h, w = image.shape[:2]

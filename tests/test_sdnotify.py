@@ -6,10 +6,12 @@ import time
 
 import numpy as np
 
-from edge.app import SafeSinks, process_frames
-from edge.policy import DoorPolicy
+from edge.door import process_frames
+from edge.sinks import SafeSinks
+from edge.tracking.policy import DoorPolicy
+from edge.inference.fakes import ScriptedDetector
 from edge.sdnotify import Notifier
-from edge.tracker import IoUTracker
+from edge.tracking.tracker import IoUTracker
 from edge.types import Frame
 
 
@@ -58,12 +60,8 @@ def test_frame_loop_pings_the_watchdog_at_half_the_interval(tmp_path):
             time.sleep(0.02)
             return Frame(np.zeros((8, 8, 3), np.uint8), self.i, 0.0) if self.i <= 30 else None
 
-    class NoFaces:
-        def detect(self, image):
-            return []
-
     t0 = time.monotonic()
-    process_frames(SlowReader(), NoFaces(), None, IoUTracker(), DoorPolicy("d"), SafeSinks([]),
+    process_frames(SlowReader(), ScriptedDetector(), None, IoUTracker(), DoorPolicy("d"), SafeSinks([]),
                    notifier=n)
     elapsed = time.monotonic() - t0
     pings = [m for m in received(sock) if m == "WATCHDOG=1"]

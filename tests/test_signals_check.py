@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import on_periods
 from edge import config
-from edge.signals_check import SHOW_S, check_signals
+from edge.sinks.signals_check import SHOW_S, check_signals
 
 EXE = str(Path(sys.executable).parent / "maskdoor")
 

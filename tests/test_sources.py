@@ -9,8 +9,8 @@ import pytest
 from conftest import FIXTURE_IMAGES
 from edge import config
 from edge.errors import CameraError
-from edge.sources import (DEMO_CLIP, FolderSource, FrameSource, LatestFrameGrabber, SyncReader,
-                          open_source, reader_for)
+from edge.camera.readers import LatestFrameGrabber, SyncReader, reader_for
+from edge.camera.sources import DEMO_CLIP, FolderSource, FrameSource, open_source
 
 
 def camera(**kw):

@@ -1,6 +1,6 @@
 import numpy as np
 
-from edge import ssd
+from edge.inference import ssd
 
 
 def spec():

@@ -45,7 +45,7 @@ def run_door(broker, state: Path, wrapper: list[str] = (), setup: str = "") -> t
 
 def alert_ids(stderr: str) -> list[str]:
     return [line.split("alert ", 1)[1].split(":", 1)[0] for line in stderr.splitlines()
-            if " INFO edge.app: alert " in line]
+            if " INFO edge.door: alert " in line]
 
 
 def own_mounts() -> list[str]:
@@ -109,7 +109,7 @@ def test_unreadable_outbox_folder(broker, tmp_path):
     (state / "outbox").mkdir(parents=True)
     (state / "outbox").chmod(0)
     wrapper = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    probe = subprocess.run([*wrapper, sys.executable, "-c", "import edge.outbox"],
+    probe = subprocess.run([*wrapper, sys.executable, "-c", "import edge.sinks.outbox"],
                            capture_output=True, text=True, cwd=os.getcwd())
     if probe.returncode:
         pytest.skip(f"this checkout cannot be read by uid {NOBODY}: {probe.stderr[-300:]}")
@@ -153,7 +153,7 @@ def test_the_door_still_lights_and_beeps_without_a_usable_state_folder(broker, m
                                                                          tmp_path):
     from conftest import on_periods
     from edge import config
-    from edge.runner import run
+    from edge.service import run
     cfg = config.load(None, {"camera.source": "demo", "mqtt.url": broker.url,
                              "mqtt.device_id": "door9",
                              "service.state_dir": str(tmp_path / "a-file" / "state"),

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge import tflite
+from edge.inference import tflite
 from edge.errors import MaskdoorError, ModelError, RuntimeMissingError
 from models import FACE_DETECTOR
 

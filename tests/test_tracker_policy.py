@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from edge.policy import DoorPolicy
-from edge.tracker import IoUTracker
+from edge.inference.fakes import ScriptedDetector
+from edge.tracking.policy import DoorPolicy
+from edge.tracking.tracker import IoUTracker
 from edge.types import Box, Face, Frame
 
 FRAME = Frame(np.zeros((480, 640, 3), np.uint8), 0, 0.0)
@@ -98,6 +99,20 @@ def test_streak_resets_when_the_person_steps_back():
     assert run(p, t, frames) == []
 
 
+def test_the_policy_keeps_its_own_state_so_two_policies_each_warn_once():
+    """The streaks and who was warned live in the policy, not on the tracks: a second policy
+    over the same tracks (a second door rule) warns on its own, and each warns once."""
+    t, first, second = IoUTracker(), DoorPolicy("a", unmasked_frames=3), DoorPolicy("b", unmasked_frames=5)
+    warned = {"a": 0, "b": 0}
+    for _ in range(12):
+        tracks = t.update([face(100)])
+        for policy in (first, second):
+            faces, events = policy.update(FRAME, tracks)
+            warned[policy.device] += len(events)
+    assert warned == {"a": 1, "b": 1}
+    assert faces[0].unmasked_streak == 12
+
+
 def test_coasting_moves_faces_at_their_speed_without_voting():
     t = IoUTracker()
     t.update([face(100)])
@@ -114,17 +129,13 @@ def test_coasting_moves_faces_at_their_speed_without_voting():
 
 
 def test_detecting_every_third_frame_still_warns_once():
-    from edge.app import SafeSinks, process_frames
-    from edge.sources import ArraySource, SyncReader
+    from edge.door import process_frames
+    from edge.sinks import SafeSinks
+    from edge.camera.sources import ArraySource
+    from edge.camera.readers import SyncReader
 
-    class Detector:  # a person walking right, 6 px per frame, seen every third frame
-        calls = 0
-
-        def detect(self, image):
-            self.calls += 1
-            return [face(100 + 6 * (self.calls - 1) * 3)]
-
-    det, ids = Detector(), set()
+    # a person walking right, 6 px per frame, seen every third frame
+    det, ids = ScriptedDetector(lambda n: [face(100 + 6 * n * 3)]), set()
     thirty_frames = SyncReader(ArraySource([FRAME.image] * 30)).start()
     stats = process_frames(thirty_frames, det, None, IoUTracker(), DoorPolicy("d", unmasked_frames=5),
                            SafeSinks([]), detect_every=3,

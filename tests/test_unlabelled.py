@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from edge.cli import main
-from edge.dataset import add_unlabelled, load_voc_dataset
+from convert.measure.dataset import add_unlabelled, load_voc_dataset
 from edge.errors import DatasetError
 from conftest import FIXTURES, ROOT
 

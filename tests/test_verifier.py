@@ -1,4 +1,4 @@
-"""edge/verifier.py and the verified detector: proposals looked at again, rescored and reboxed."""
+"""edge/inference/verifier.py and the verified detector: proposals looked at again, rescored and reboxed."""
 
 import json
 import shutil
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURE_IMAGES, needs_tensorflow
-from edge import verifier
+from edge.inference import verifier
 from edge.errors import ModelError
 from models import FACE_DETECTOR
 
@@ -54,7 +54,7 @@ def _tiny_verifier(tmp_path, logit_bias: float, delta_bias):
     needs_tensorflow()
     from convert.quantize import to_int8_tflite
     from convert.verifier import build_model
-    from edge.detector import VERIFIER_FORMAT
+    from edge.inference.detectors.verified import VERIFIER_FORMAT
 
     model = build_model(32, None)
     for name, bias in (("face_logit", [logit_bias]), ("box_delta", delta_bias)):
@@ -81,7 +81,9 @@ def _spec(tmp_path, **change):
 def test_a_verifier_that_agrees_with_every_box_gives_the_detector_back(tmp_path):
     """Constant outputs: face logit high, no box change. With alpha 1 the verified detector
     must return exactly the detector's faces; with a box delta every box moves by it."""
-    from edge.detector import FaceDetector, VerifiedDetector, load_detector
+    from edge.inference.detectors.tflite_ssd import FaceDetector
+    from edge.inference.detectors.verified import VerifiedDetector
+    from edge.inference.detectors import load_detector
 
     _tiny_verifier(tmp_path, 8.0, [0, 0, 0, 0])
     image = cv2.imread(str(FIXTURE_IMAGES[0]))
@@ -99,7 +101,8 @@ def test_a_verifier_that_agrees_with_every_box_gives_the_detector_back(tmp_path)
 
 
 def test_the_verifier_box_output_moves_each_box_within_its_window(tmp_path):
-    from edge.detector import FaceDetector, load_detector
+    from edge.inference.detectors.tflite_ssd import FaceDetector
+    from edge.inference.detectors import load_detector
 
     _tiny_verifier(tmp_path, 8.0, [0.05, -0.05, 0.05, -0.05])
     image = cv2.imread(str(FIXTURE_IMAGES[0]))
@@ -122,7 +125,7 @@ def test_the_verifier_box_output_moves_each_box_within_its_window(tmp_path):
     ({"score_threshold": None}, "'score_threshold' missing"),
 ])
 def test_a_bad_verified_spec_names_the_key_and_the_fix(tmp_path, change, message):
-    from edge.detector import load_detector
+    from edge.inference.detectors import load_detector
 
     _tiny_verifier(tmp_path, 0.0, [0, 0, 0, 0])
     with pytest.raises(ModelError, match=message):
@@ -130,7 +133,7 @@ def test_a_bad_verified_spec_names_the_key_and_the_fix(tmp_path, change, message
 
 
 def test_a_verifier_without_its_sidecar_format_is_refused(tmp_path):
-    from edge.detector import load_detector
+    from edge.inference.detectors import load_detector
 
     v = _tiny_verifier(tmp_path, 0.0, [0, 0, 0, 0])
     v.with_suffix(".json").write_text(json.dumps({"window": {"margin": 0.3}}))
@@ -153,7 +156,9 @@ def test_the_shipped_verified_detector_loads_by_name_and_finds_the_fixture_faces
     """'verified' is the default of detect and eval: the shipped `full` plus the verifier,
     whose spec the export wrote (alpha, box step and threshold chosen on val)."""
     from edge.cli import build_parser
-    from edge.detector import FaceDetector, VerifiedDetector, load_detector
+    from edge.inference.detectors.tflite_ssd import FaceDetector
+    from edge.inference.detectors.verified import VerifiedDetector
+    from edge.inference.detectors import load_detector
     from models import FACE_DETECTOR_VERIFIED, detector_path
 
     assert detector_path("verified") == FACE_DETECTOR_VERIFIED
@@ -175,8 +180,10 @@ def test_the_shipped_accurate_detector_is_the_verifier_over_four_passes():
     and threshold chosen on val by `convert verifier-spec`; it finds every annotated face of
     at least 40 px in the fixture photos."""
     from conftest import FIXTURES
-    from edge.dataset import load_voc_dataset
-    from edge.detector import MultiPassDetector, VerifiedDetector, load_detector
+    from convert.measure.dataset import load_voc_dataset
+    from edge.inference.detectors.multipass import MultiPassDetector
+    from edge.inference.detectors.verified import VerifiedDetector
+    from edge.inference.detectors import load_detector
     from models import FACE_DETECTOR_4PASS, FACE_DETECTOR_ACCURATE, FACE_VERIFIER, detector_path
 
     assert detector_path("accurate") == FACE_DETECTOR_ACCURATE
@@ -201,7 +208,9 @@ def test_verifier_train_and_export_end_to_end_on_the_fixture_photos(shared_weigh
     needs_tensorflow()
     from conftest import FIXTURES
     from convert.verifier import ProposalSet, export, proposal_sets, train, write_spec
-    from edge.detector import MultiPassDetector, VerifiedDetector, load_detector
+    from edge.inference.detectors.multipass import MultiPassDetector
+    from edge.inference.detectors.verified import VerifiedDetector
+    from edge.inference.detectors import load_detector
 
     data = tmp_path / "data"
     shutil.copytree(FIXTURES / "andrewmvd", data / "detect" / "andrewmvd")

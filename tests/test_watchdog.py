@@ -10,11 +10,14 @@ import time
 import numpy as np
 import pytest
 
-from edge.app import SafeSinks, process_frames
-from edge.policy import DoorPolicy
+from edge.door import process_frames
+from edge.sinks import SafeSinks
+from edge.tracking.policy import DoorPolicy
+from edge.inference.fakes import ScriptedDetector
 from edge.sdnotify import Notifier
-from edge.sources import FrameSource, LatestFrameGrabber
-from edge.tracker import IoUTracker
+from edge.camera.sources import FrameSource
+from edge.camera.readers import LatestFrameGrabber
+from edge.tracking.tracker import IoUTracker
 
 WATCHDOG_S = 2.0  # WatchdogSec (the loop waits up to 1 s for a frame, then pings if due)
 HUNG_S = 3.0
@@ -44,11 +47,6 @@ class Camera(FrameSource):
         return None if self.unplugged else np.zeros((48, 64, 3), np.uint8)
 
 
-class NoFaces:
-    def detect(self, image, lores=None):
-        return []
-
-
 def watch(tmp_path, camera: Camera, seconds: float, freeze_at: float | None = None) -> list[float]:
     """Run the door loop on ``camera`` for ``seconds``; the times of its watchdog pings."""
     path = str(tmp_path / "notify")
@@ -59,7 +57,7 @@ def watch(tmp_path, camera: Camera, seconds: float, freeze_at: float | None = No
     reader = LatestFrameGrabber(camera, reopen_max_s=0.2, hung_s=HUNG_S).start()
     stop = threading.Event()
     loop = threading.Thread(target=process_frames, args=(
-        reader, NoFaces(), None, IoUTracker(), DoorPolicy("d"), SafeSinks([])),
+        reader, ScriptedDetector(), None, IoUTracker(), DoorPolicy("d"), SafeSinks([])),
         kwargs={"stop": stop, "notifier": notifier}, daemon=True)
     pings, start = [], time.monotonic()
     loop.start()
@@ -102,7 +100,7 @@ def test_a_camera_being_reopened_keeps_the_watchdog_fed(tmp_path, caplog):
 
 def test_a_camera_stuck_in_its_driver_lets_the_watchdog_restart_the_service(tmp_path, caplog):
     cam = Camera()
-    with caplog.at_level(logging.WARNING, "edge.sources"):
+    with caplog.at_level(logging.WARNING, "edge.camera.readers"):
         pings = watch(tmp_path, cam, 0.5 + HUNG_S + 2 * WATCHDOG_S, freeze_at=0.5)
     assert pings and pings[0] < 0.5, "fed while frames came"
     assert 0.5 + HUNG_S - WATCHDOG_S < pings[-1] < 0.5 + HUNG_S + 0.2, pings

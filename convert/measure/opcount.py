@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.tflite import _interpreter_module
+from edge.inference.tflite import _interpreter_module
 
 # Published times for MobileNetV2 1.0 at 224 px, int8 (300 M MACs, Sandler et al. 2018).
 REFERENCE_MACS = 300e6

@@ -9,9 +9,10 @@ import time
 
 import numpy as np
 
-from edge.dataset import add_unlabelled, load_voc_dataset
+from convert.measure.dataset import add_unlabelled, load_voc_dataset
+from edge.defaults import PHOTOS
 from edge.errors import MaskdoorError
-from edge.evaluate import DetectionRecords
+from convert.measure.evaluate import DetectionRecords
 from edge.images import read_image
 
 LOW_THRESHOLD = 0.05  # detections kept for AP; recall/precision use each detector's own default
@@ -69,8 +70,8 @@ def format_audited(rows: dict[str, dict], path, faces: int) -> str:
 
 
 def run_eval(args) -> int:
-    from edge.detector import load_detector
-    from edge.peers import AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir
+    from edge.inference.detectors import load_detector
+    from convert.measure.peers import AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir
 
     split = None if args.split == "all" else args.split
     samples = load_voc_dataset(args.dataset, split)
@@ -97,10 +98,11 @@ def run_eval(args) -> int:
     if unlabelled_used is not None:
         report["unlabelled"] = {"file": str(args.unlabelled), "faces": unlabelled_used}
 
-    from edge.classifier import optional_classifier
-    classifier = optional_classifier(args.classifier, args.threads, args.edgetpu)
+    from edge.inference.classifier import optional_classifier
+    classifier = optional_classifier(args.classifier, args.threads, args.edgetpu,
+                                     default=PHOTOS.classifier)
     if classifier is not None:
-        from edge.pipeline_eval import (crop_scores, crop_summary, format_pipeline_table, roc,
+        from convert.measure.pipeline_eval import (crop_scores, crop_summary, format_pipeline_table, roc,
                                         run_pipeline, write_roc_png)
         pipes = {"maskdoor int8 detector + int8 classifier":
                  run_pipeline(ours.detect, classifier.classify, samples, thr)}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from datetime import datetime, timezone
 
-from edge.tracker import Track
-from edge.types import Box, Event, Frame, TrackedFace
+from edge.tracking.tracker import Track
+from edge.types import Box, Event, Frame, TrackedFace, Verdict
 
-EVENT_TYPES = {"without_mask": "unmasked_face", "incorrect_mask": "incorrect_mask"}
+EVENT_TYPES = {Verdict.WITHOUT_MASK: "unmasked_face", Verdict.INCORRECT_MASK: "incorrect_mask"}
+WARNED_REMEMBERED = 1000  # track ids already warned that the policy keeps, newest first
 
 
 class DoorPolicy:
@@ -23,31 +25,40 @@ class DoorPolicy:
         self.device = device
         self.min_frac = min_face_width_frac
         self.k = unmasked_frames
-        self.alarm_labels = {"without_mask"} | ({"incorrect_mask"} if alarm_on_incorrect_mask else set())
+        self.alarm_labels = {Verdict.WITHOUT_MASK} | (
+            {Verdict.INCORRECT_MASK} if alarm_on_incorrect_mask else set())
         self.cooldown_s = cooldown_s
         self.clock = clock
         self._recent: list[tuple[float, Box]] = []  # (time, box) of recent alerts
+        # per track id: consecutive frames close and unmasked, for the tracks of the last frame
+        # (a track missing from a frame starts again from zero)
+        self._streaks: dict[int, int] = {}
+        self._warned: OrderedDict[int, None] = OrderedDict()  # ids warned (or held back) once
 
     def update(self, frame: Frame, tracks: list[Track]) -> tuple[list[TrackedFace], list[Event]]:
         now = self.clock()
         self._recent = [(t, b) for t, b in self._recent if now - t < self.cooldown_s]
-        faces, events = [], []
+        faces, events, streaks = [], [], {}
         for tr in tracks:
             verdict, vscore = tr.vote()
             frac = tr.face.box.width / max(frame.width, 1)
-            if verdict in self.alarm_labels and frac >= self.min_frac:
-                tr.streak += 1
-            else:
-                tr.streak = 0
-            if tr.streak >= self.k and not tr.alerted:
-                tr.alerted = True
+            close_unmasked = verdict in self.alarm_labels and frac >= self.min_frac
+            streak = streaks[tr.id] = self._streaks.get(tr.id, 0) + 1 if close_unmasked else 0
+            if streak >= self.k and tr.id not in self._warned:
+                self._warn_once(tr.id)
                 if not any(tr.face.box.iou(b) > 0.2 for _, b in self._recent):
                     events.append(self._event(tr, verdict, vscore, frac, now))
                     self._recent.append((now, tr.face.box))
-            faces.append(TrackedFace(tr.id, tr.face, verdict, vscore, frac, tr.streak))
+            faces.append(TrackedFace(tr.id, tr.face, verdict, vscore, frac, streak))
+        self._streaks = streaks
         return faces, events
 
-    def _event(self, tr: Track, verdict: str, vscore: float, frac: float, now: float) -> Event:
+    def _warn_once(self, track_id: int) -> None:
+        self._warned[track_id] = None
+        if len(self._warned) > WARNED_REMEMBERED:  # a track lives minutes; a door sees few alerts
+            self._warned.popitem(last=False)
+
+    def _event(self, tr: Track, verdict: Verdict, vscore: float, frac: float, now: float) -> Event:
         b = tr.face.box
         return Event(id=str(uuid.uuid4()),
                      time=datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds")

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edge.ssd import iou_matrix
-from edge.types import Box, Face
+from edge.inference.ssd import iou_matrix
+from edge.types import Box, Face, Verdict
 
 
 @dataclass
@@ -18,13 +18,11 @@ class Track:
     missed: int = 0
     verdicts: deque = field(default_factory=deque)
     scores: deque = field(default_factory=deque)
-    streak: int = 0          # consecutive frames close and unmasked (kept by the policy)
-    alerted: bool = False
     detected: Face | None = None  # the face as last detected (``face`` may be predicted)
     detected_at: int = 0          # tracker frame number of that detection
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))  # box px per frame
 
-    def vote(self) -> tuple[str | None, float]:
+    def vote(self) -> tuple[Verdict | None, float]:
         """Majority verdict of the recent frames, and its mean score; ties go to the latest."""
         if not self.verdicts:
             return None, 0.0
@@ -110,7 +108,6 @@ class IoUTracker:
         for t in self.tracks:
             if id(t) not in current:
                 t.missed += 1
-                t.streak = 0
         self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
         self._last_seen = list(seen)  # type: ignore[arg-type]
         return seen  # type: ignore[return-value]

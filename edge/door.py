@@ -2,8 +2,9 @@
 
 :func:`process_frames` receives every stage as an argument and runs until the source ends,
 ``max_frames`` frames are done, or ``stop`` is set, so a test can drive it with a file. Sinks
-(MQTT or stdout first, then LED/buzzer) are called through :class:`SafeSinks`: a failing sink
-is logged once and skipped, and the door loop carries on.
+(MQTT or stdout first, then LED/buzzer) are called through ``edge.sinks.SafeSinks``: a failing
+sink is logged once and skipped, and the door loop carries on. ``edge.service`` builds the
+stages from the config and runs this loop under systemd.
 """
 
 from __future__ import annotations
@@ -15,10 +16,20 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 
-from edge.types import Event, Frame, TrackedFace
+from edge.sinks import SafeSinks
+
+if TYPE_CHECKING:
+    from edge.camera.readers import FrameReader
+    from edge.inference.classifier import Classifier
+    from edge.inference.detectors import Detector
+    from edge.sdnotify import Notifier
+    from edge.tracking.motion import MotionGate
+    from edge.tracking.policy import DoorPolicy
+    from edge.tracking.tracker import IoUTracker
 
 log = logging.getLogger(__name__)
 
@@ -54,61 +65,17 @@ def cpu_temperature() -> float | None:
         return None
 
 
-class SafeSinks:
-    """Calls each sink's ``on_event``/``on_state``/``on_stats`` in the order given; one that
-    raises is logged once per kind of failure and the others still run.
-
-    Give the sink that keeps events (the MQTT outbox, stdout) first: an event is then on disk
-    before the LED lights or the log names it, so a kill at any moment after either loses
-    nothing."""
-
-    def __init__(self, sinks):
-        self.sinks = list(sinks)
-        self._failed: set = set()
-
-    def _call(self, sink, method, *args):
-        fn = getattr(sink, method, None)
-        if fn is None:
-            return
-        try:
-            fn(*args)
-            self._failed.discard((id(sink), method))
-        except Exception as exc:  # principle: nothing on the door loop may crash it
-            key = (id(sink), method)
-            if key not in self._failed:
-                self._failed.add(key)
-                log.error("%s.%s failed: %s; the door keeps running", type(sink).__name__,
-                          method, exc)
-
-    def event(self, event: Event, jpeg: bytes | None):
-        for s in self.sinks:
-            self._call(s, "on_event", event, jpeg)
-
-    def frame(self, frame: Frame, faces: list[TrackedFace]):
-        unmasked = sum(1 for f in faces if f.verdict in ("without_mask", "incorrect_mask"))
-        for s in self.sinks:
-            self._call(s, "on_state", len(faces), unmasked)
-            self._call(s, "on_frame", frame, faces)
-
-    def stats(self, stats: dict):
-        for s in self.sinks:
-            self._call(s, "on_stats", stats)
-
-    def close(self):
-        for s in self.sinks:
-            self._call(s, "close")
-
-
-def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSinks,
+def process_frames(reader: FrameReader, detector: Detector, classifier: Classifier | None,
+                   tracker: IoUTracker, policy: DoorPolicy, sinks: SafeSinks,
                    max_frames: int | None = None, stop: threading.Event | None = None,
-                   notifier=None, stats_interval_s: float = 0.0, snapshot: bool = False,
-                   on_frame=None, gate=None, detect_every: int = 1,
-                   stats: RunStats | None = None) -> RunStats:
+                   notifier: Notifier | None = None, stats_interval_s: float = 0.0,
+                   snapshot: bool = False, on_frame=None, gate: MotionGate | None = None,
+                   detect_every: int = 1, stats: RunStats | None = None) -> RunStats:
     """Run the door until the source ends, ``max_frames`` are done, or ``stop`` is set.
 
     The detector and classifier run on every ``detect_every``-th frame; on the frames between,
-    the tracker carries the faces on at their measured speed. With a ``gate``
-    (edge.motion.MotionGate), frames where nothing moved keep the last faces where they are."""
+    the tracker carries the faces on at their measured speed. With a ``gate``, frames where
+    nothing moved keep the last faces where they are."""
     stats = stats if stats is not None else RunStats()  # one given is read by the live view
     stop = stop or threading.Event()
     next_stats = time.monotonic() + stats_interval_s if stats_interval_s else None
@@ -117,9 +84,9 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
         frame = reader.get(timeout=1.0)
         t1 = time.perf_counter()
         if frame is None:
-            if getattr(reader, "ended", True):
+            if reader.ended:
                 break
-            if notifier is not None and not getattr(reader, "hung", False):
+            if notifier is not None and not reader.hung:
                 notifier.watchdog()  # a slow or reopening camera: alive; a hung one: restart
             continue
         due = stats.frames % detect_every == 0
@@ -159,5 +126,5 @@ def process_frames(reader, detector, classifier, tracker, policy, sinks: SafeSin
             notifier.watchdog()
         if next_stats is not None and time.monotonic() >= next_stats:
             next_stats += stats_interval_s
-            sinks.stats(stats.summary(getattr(reader, "dropped", 0)))
+            sinks.stats(stats.summary(reader.dropped))
     return stats

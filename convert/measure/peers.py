@@ -94,8 +94,8 @@ class SeedMaskClassifier:
         try:
             import tf_keras
         except ImportError as exc:
-            raise ModelError(f"the seed classifier needs TensorFlow and tf_keras ({exc}); "
-                             "install the [convert] extra and `pip install --no-deps tf_keras`"
+            raise ModelError(f"the seed classifier needs TensorFlow and tf_keras ({exc}): "
+                             "pip install 'maskdoor[convert]' && pip install --no-deps tf_keras"
                              ) from exc
         self.model = tf_keras.models.load_model(str(path), compile=False)
         self._predict = self.model.predict_on_batch
@@ -129,7 +129,7 @@ AIZOO_RATIOS = (1.0, 0.62, 0.42)
 def aizoo_anchor_spec(input_px: int = 260):
     """AIZOO's anchors (its generate_anchors) as an AnchorSpec: sizes with the first ratio,
     then the first size with the other ratios, centres at (i + 0.5) / map size."""
-    from edge.ssd import AnchorSpec, FeatureMapSpec
+    from edge.inference.ssd import AnchorSpec, FeatureMapSpec
     fms = []
     for fs, sizes in zip(AIZOO_FEATURE_MAPS, AIZOO_SIZES):
         boxes = [(s * np.sqrt(AIZOO_RATIOS[0]) * input_px, s / np.sqrt(AIZOO_RATIOS[0]) * input_px)
@@ -148,8 +148,8 @@ class AizooDetector:
     labels = ("with_mask", "without_mask")
 
     def __init__(self, weights_dir: str | Path, threshold: float = 0.5, threads: int = 1):
-        from edge.detector import SSDDecoder
-        from edge.tflite import Model
+        from edge.inference.detectors.tflite_ssd import SSDDecoder
+        from edge.inference.tflite import Model
         self.model = Model(Path(weights_dir) / "peers" / AIZOO_FILE
                            if (Path(weights_dir) / "peers").is_dir()
                            else Path(weights_dir) / AIZOO_FILE, threads=threads)

@@ -6,17 +6,43 @@ the source (the bundled demo clip by default), after ten warm-up calls.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+import urllib.request
+from pathlib import Path
 
+import cv2
 import numpy as np
+
+from convert.measure.opcount import estimates, op_counts
+from convert.measure.peers import AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir
+from edge import config
+from edge.camera.readers import SyncReader, reader_for
+from edge.camera.sources import ArraySource, open_source
+from edge.door import process_frames
+from edge.inference.classifier import load_classifier
+from edge.inference.detectors import load_detector
+from edge.inference.detectors.tflite_ssd import FaceDetector
+from edge.inference.fakes import ScriptedClassifier, ScriptedDetector
+from edge.service import build_models
+from edge.sinks import SafeSinks
+from edge.sinks.preview import LiveView, draw
+from edge.sinks.stdout import StdoutSink
+from edge.tracking.motion import MotionGate, gate_for
+from edge.tracking.policy import DoorPolicy
+from edge.tracking.tracker import IoUTracker
+from edge.types import Box, Face, Frame
 
 
 def _frames(source: str, limit: int):
-    from edge import config
-    from edge.sources import open_source
     src = open_source(config.load(None, {"camera.source": source}).camera)
     src.open()
     frames = []
@@ -42,9 +68,6 @@ def _time(fn, frames, warmup: int = 10) -> dict:
 
 def _stage_times(det, cls, frames) -> dict:
     """Median ms of each stage of our loop over ``frames`` (classifier: per face)."""
-    from edge.policy import DoorPolicy
-    from edge.tracker import IoUTracker
-    from edge.types import Frame
     tracker, policy = IoUTracker(), DoorPolicy("bench")
     t = {k: [] for k in ("preprocess", "detector", "postprocess", "classifier per face",
                          "tracker and policy")}
@@ -63,7 +86,7 @@ def _stage_times(det, cls, frames) -> dict:
 def _detect_in_stages(det, img, t: dict) -> list:
     """Detect, adding the ms of each stage to ``t``; a multi-pass detector is timed whole."""
     t0 = time.perf_counter()
-    if not hasattr(det, "raw"):
+    if not isinstance(det, FaceDetector):
         faces = det.detect(img)
         t["detector"].append((time.perf_counter() - t0) * 1000)
         return faces
@@ -80,11 +103,6 @@ def _detect_in_stages(det, img, t: dict) -> list:
 
 def _empty_scene_cpu(det, cls, image, fps: float = 15.0, frames: int = 150) -> dict:
     """Share of one core that a still, empty scene costs at ``fps``, gating on and off."""
-    from edge.app import SafeSinks, process_frames
-    from edge.motion import MotionGate
-    from edge.policy import DoorPolicy
-    from edge.sources import ArraySource, SyncReader
-    from edge.tracker import IoUTracker
 
     out = {}
     for name, gate in (("motion gating on", MotionGate()), ("motion gating off", None)):
@@ -97,26 +115,38 @@ def _empty_scene_cpu(det, cls, image, fps: float = 15.0, frames: int = 150) -> d
     return out
 
 
+def _scripted_loop(source: str, frames: int) -> dict:
+    """Frames/s of the door loop with a scripted detector and classifier (one unmasked face on
+    every frame): the cost of everything but the models."""
+
+    images = _frames(source, frames)
+    h, w = images[0].shape[:2]
+    one_face = ScriptedDetector([Face(Box(w * 0.4, h * 0.3, w * 0.6, h * 0.6), 0.9)])
+    reader = SyncReader(ArraySource(images, source)).start()
+    app_log = logging.getLogger("edge.door")
+    level = app_log.level
+    app_log.setLevel(logging.WARNING)  # the scripted face's alert is not news in a benchmark
+    try:
+        stats = process_frames(reader, one_face, ScriptedClassifier(), IoUTracker(),
+                               DoorPolicy("bench"), SafeSinks([StdoutSink(io.StringIO())]),
+                               max_frames=frames)
+    finally:
+        app_log.setLevel(level)
+        reader.stop()
+    return stats.summary()
+
+
 def _loop_fps(source: str, model: str, classifier: str, threads: int, frames: int,
               gate: bool = True, every: int = 1) -> dict:
     """Frames/s of the whole door loop (decode to sinks), in this process."""
-    from edge import config
-    from edge.app import SafeSinks, process_frames
-    from edge.mqtt import StdoutSink
-    from edge.policy import DoorPolicy
-    from edge.runner import build_models
-    from edge.sources import open_source, reader_for
-    from edge.tracker import IoUTracker
-    import io
 
-    from edge.motion import gate_for
     cfg = config.load(None, {"camera.source": source, "detector.model": model,
                              "classifier.model": classifier, "detector.threads": threads,
                              "classifier.threads": threads, "detector.motion_gate": gate,
                              "detector.every": every})
     det, cls = build_models(cfg)
     reader = reader_for(open_source(cfg.camera), cfg.camera).start()
-    app_log = logging.getLogger("edge.app")
+    app_log = logging.getLogger("edge.door")
     level = app_log.level
     app_log.setLevel(logging.WARNING)  # the demo's alert is not news in a benchmark
     try:
@@ -132,21 +162,8 @@ def _loop_fps(source: str, model: str, classifier: str, threads: int, frames: in
 def _view_loop_fps(source: str, model: str, classifier: str, frames: int) -> dict:
     """Frames/s of the door loop with the live view off, on and idle, and on with one viewer
     pulling its MJPEG stream (the view annotates and encodes on its server's threads)."""
-    import io
-    import threading
-    import urllib.request
 
-    import cv2
 
-    from edge import config
-    from edge.app import SafeSinks, process_frames
-    from edge.motion import gate_for
-    from edge.mqtt import StdoutSink
-    from edge.policy import DoorPolicy
-    from edge.preview import LiveView
-    from edge.runner import build_models
-    from edge.sources import open_source, reader_for
-    from edge.tracker import IoUTracker
 
     cfg = config.load(None, {"camera.source": source, "detector.model": model,
                              "classifier.model": classifier, "preview.port": 0})
@@ -169,7 +186,7 @@ def _view_loop_fps(source: str, model: str, classifier: str, frames: int) -> dic
         except OSError:
             pass  # the view closed
 
-    app_log = logging.getLogger("edge.app")
+    app_log = logging.getLogger("edge.door")
     level = app_log.level
     app_log.setLevel(logging.WARNING)
     out = {}
@@ -198,8 +215,6 @@ def _view_loop_fps(source: str, model: str, classifier: str, frames: int) -> dic
     out["one viewer, cpu ms per frame"] = round(out["view on, one viewer"]["cpu_ms_per_frame"] -
                                                 out["view off"]["cpu_ms_per_frame"], 2)
     # the same costs timed alone, steadier than the differences above on a busy machine
-    from edge.preview import draw
-    from edge.types import Frame
     images = _frames(source, 30)
     view = LiveView(cfg, det, cls, port=0)
     try:
@@ -218,11 +233,6 @@ def _view_loop_fps(source: str, model: str, classifier: str, frames: int) -> dic
 
 def _run_subprocess(source: str, model: str, classifier: str, frames: int) -> dict:
     """Start-up time and peak memory of a real `maskdoor run` (its own process)."""
-    import os
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
     exe = Path(sys.executable).parent / "maskdoor"
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "run.json"
@@ -254,8 +264,7 @@ def _peer_fps(frames, detect, classify=None) -> float:
 
 
 def _estimates(det, cls) -> dict:
-    """MACs of each model and estimated ms on devices that are not here (edge.opcount)."""
-    from edge.opcount import estimates, op_counts
+    """MACs of each model and estimated ms on devices that are not here (convert.measure.opcount)."""
     out = {}
     for name, paths in (("detector", det.model_paths()), ("classifier per face", cls.model_paths())):
         macs = sum(op_counts(p)[0] for p in paths)
@@ -265,12 +274,7 @@ def _estimates(det, cls) -> dict:
 
 
 def run_bench(args) -> int:
-    import os
-    from pathlib import Path
 
-    from edge.classifier import load_classifier
-    from edge.detector import load_detector
-    from edge.peers import (AizooDetector, OpenCVRes10, SeedMaskClassifier, find_weights_dir)
 
     frames = _frames(args.source, args.frames)
     det = load_detector(args.model, threads=args.threads)
@@ -304,7 +308,9 @@ def run_bench(args) -> int:
                       "1 thread, no motion gating": _loop_fps(args.source, model, mc, 1,
                                                               args.frames, gate=False),
                       "1 thread, detector every 2nd frame": _loop_fps(args.source, model, mc, 1,
-                                                                      args.frames, every=2)}
+                                                                      args.frames, every=2),
+                      "scripted detector and classifier (all but the models)":
+                          _scripted_loop(args.source, args.frames)}
     report["empty_scene_15fps_percent_of_one_core"] = _empty_scene_cpu(det, cls, frames[0])
     report["live_view"] = _view_loop_fps(args.source, model, mc, args.frames)
     report["process"] = _run_subprocess(args.source, model, mc, args.frames)
@@ -364,7 +370,7 @@ def run_bench(args) -> int:
         print(f"{name}: {fps:.1f} frames/s at 1 thread on the same frames; maskdoor (1 thread) is "
               f"{report['ratio_vs_peers'][name]:.1f}x")
     print("ESTIMATES, not measured (published MobileNetV2 times scaled by MACs; see "
-          "edge/opcount.py):")
+          "convert/measure/opcount.py):")
     for name, e in report["estimates"].items():
         print(f"  {name} {e['model']}: {e['mmacs']:.0f} M MACs; " + ", ".join(
             f"{dev} ~{ms:.1f} ms" for dev, ms in e["estimated_ms"].items()))

@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 import warnings
 
+from edge.sinks import Sink
+from edge.types import Verdict
+
 log = logging.getLogger(__name__)
 
 
-class DoorSignals:
+class DoorSignals(Sink):
     """``alert()`` lights the red LED for ``alert_s`` and beeps; ``masked_nearby(bool)`` drives
     the green LED; ``close()`` switches everything off."""
 
@@ -79,4 +82,4 @@ class DoorSignals:
 
     def on_frame(self, frame, faces) -> None:
         nearest = max(faces, key=lambda f: f.width_frac, default=None)
-        self.masked_nearby(nearest is not None and nearest.verdict == "with_mask")
+        self.masked_nearby(nearest is not None and nearest.verdict == Verdict.WITH_MASK)

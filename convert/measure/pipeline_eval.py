@@ -18,7 +18,8 @@ import time
 import cv2
 import numpy as np
 
-from edge.evaluate import DetectionRecords, face_arrays, in_range
+from convert.measure.evaluate import DetectionRecords, in_range
+from edge.types import face_arrays
 from edge.images import read_image
 
 UNMASKED = ("without_mask", "incorrect_mask")

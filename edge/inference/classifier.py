@@ -11,29 +11,47 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from edge.crops import CropRunner, square_crop_box
+from edge.inference.crops import CropRunner, square_crop_box
+from edge.defaults import PHOTOS
 from edge.errors import ModelError
-from edge.tflite import Model, OneModel, load_sidecar, read_spec, sidecar_path
-from edge.types import Face
-from models import MASK_CLASSIFIER as DEFAULT_MODEL
-from models import DEFAULT_CLASSIFIER, classifier_path
+from edge.inference.tflite import Model, OneModel, load_sidecar, read_spec, sidecar_path
+from edge.types import Face, Verdict
+from models import classifier_path
 
 log = logging.getLogger(__name__)
 
 ENSEMBLE_FORMAT = "maskdoor-classifier-ensemble/1"
 
 
+class Classifier(Protocol):
+    """What the door loop, ``maskdoor detect`` and the benchmarks may call on a classifier."""
+
+    path: Path  # the file it was loaded from
+    labels: tuple[Verdict, ...]
+
+    def classify(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+        """The same faces, each with its verdict (``label``), its score and every class's
+        probability."""
+
+    def describe(self) -> str:
+        """One line for logs and ``maskdoor check``, e.g. 'int8 96x96 (litert)'."""
+
+    def model_paths(self) -> list[Path]:
+        """The ``.tflite`` files run per face."""
+
+
 def optional_classifier(path: str | Path | None, threads: int = 1,
-                        edgetpu: bool = False):
+                        edgetpu: bool = False, default: str | Path = PHOTOS.classifier):
     """The classifier a command was asked for: ``path`` (a shipped name, a .tflite or an
-    ensemble .json); 'none' for none; None for the shipped default when it is installed."""
+    ensemble .json); 'none' for none; None for ``default`` when it is installed."""
     if path is not None and str(path) == "none":
         return None
     if path is None:
-        path = DEFAULT_CLASSIFIER
+        path = classifier_path(default)
         if not path.is_file():
             return None
     return load_classifier(path, threads=threads, edgetpu=edgetpu)
@@ -48,22 +66,31 @@ def load_classifier(path: str | Path, threads: int = 1, edgetpu: bool = False,
     return cls(path, threads=threads, edgetpu=edgetpu, runtime=runtime, batch=batch)
 
 
+def verdicts(labels, model_path: str | Path) -> tuple[Verdict, ...]:
+    """A sidecar's class labels as verdicts; ModelError naming any other label."""
+    try:
+        return tuple(Verdict(lab) for lab in labels)
+    except ValueError:
+        raise ModelError(f"{sidecar_path(model_path)}: labels {list(labels)} must each be one of "
+                         f"{[v.value for v in Verdict]}") from None
+
+
 class _Verdicts:
     """Verdicts from class probabilities: ``labels``, ``flag_threshold`` and
     ``probabilities_batch`` come from the subclass."""
 
-    labels: tuple[str, ...]
+    labels: tuple[Verdict, ...]
     flag_threshold: float
 
     def verdict(self, p: np.ndarray) -> int:
         """Index of the verdict for probabilities ``p`` (in ``self.labels`` order)."""
         probs = dict(zip(self.labels, p))
-        if "with_mask" not in probs:
+        if Verdict.WITH_MASK not in probs:
             return int(np.argmax(p))
-        unmasked = [lab for lab in self.labels if lab != "with_mask"]
+        unmasked = [lab for lab in self.labels if lab != Verdict.WITH_MASK]
         if sum(probs[lab] for lab in unmasked) >= self.flag_threshold:
             return self.labels.index(max(unmasked, key=probs.get))
-        return self.labels.index("with_mask")
+        return self.labels.index(Verdict.WITH_MASK)
 
     def classify(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
         if not faces:
@@ -79,17 +106,17 @@ class _Verdicts:
 class MaskClassifier(_Verdicts, OneModel):
     """Load once, then ``classifier.classify(bgr_image, faces) -> faces with verdicts``."""
 
-    def __init__(self, model_path: str | Path = DEFAULT_MODEL, threads: int = 1,
+    def __init__(self, model_path: str | Path, threads: int = 1,
                  edgetpu: bool = False, runtime: str | None = None, batch: bool = True):
         if Path(model_path).suffix == ".json":
             raise ModelError(f"{model_path}: a classifier ensemble spec; load it with "
-                             "edge.classifier.load_classifier")
+                             "edge.inference.classifier.load_classifier")
         self.model = Model(model_path, threads=threads, edgetpu=edgetpu, runtime=runtime)
         # Several faces in one frame go through the model as one batch where it allows
         # (not on the Edge TPU, whose compiled models have a fixed batch of one).
         self.runner = CropRunner(self.model, batch and not edgetpu, log)
         meta = load_sidecar(model_path, "the labels and crop margin")
-        self.labels = tuple(meta["labels"])
+        self.labels = verdicts(meta["labels"], model_path)
         self.margin = float(meta["crop"]["margin"])
         # A face is flagged (not properly masked) when p(without_mask) + p(incorrect_mask)
         # reaches this; chosen on val so that masked people are rarely flagged.
@@ -138,7 +165,6 @@ class EnsembleClassifier(_Verdicts):
                                  f"{first.path.name} {first.labels}; members must agree")
         self.labels = first.labels
         self.flag_threshold = float(spec["flag_threshold"])
-        self.model = first.model  # names the classifier in logs and `maskdoor check`
 
     def probabilities_batch(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
         return np.mean([m.probabilities_batch(image, faces) for m in self.members], axis=0)
@@ -149,7 +175,8 @@ class EnsembleClassifier(_Verdicts):
     def describe(self) -> str:
         """e.g. 'int8 96x96+160x160, averaged (ai_edge_litert)'."""
         sizes = "+".join(f"{m.size}x{m.size}" for m in self.members)
-        return f"{self.model.kind} {sizes}, averaged ({self.model.runtime})"
+        first = self.members[0].model
+        return f"{first.kind} {sizes}, averaged ({first.runtime})"
 
 
 def read_ensemble_spec(path: str | Path) -> dict:

@@ -1,6 +1,6 @@
 """Alerts for remote subscribers over MQTT (paho-mqtt 2.x), as DESIGN.md's topic table says.
 
-Events are written to the on-disk :class:`~edge.outbox.Outbox` first and a sender thread
+Events are written to the on-disk :class:`~edge.sinks.outbox.Outbox` first and a sender thread
 delivers them in order, one message at a time (QoS ``mqtt.qos``, 2 by default), removing each only
 when the broker has acknowledged it. So a broker that is down at start-up, goes away or hangs never
 stops the door loop and loses nothing below the queue bound; what is still queued at shutdown goes
@@ -12,9 +12,9 @@ an outbox entry once and then only waits; it publishes the entry again only when
 accept it. With QoS 2 and the door's session kept by the broker (clean_session off), a broker
 restarted in the middle of a handshake neither loses the event nor passes it on twice: it holds
 an incoming event until the door releases it (PUBREL), and a re-sent PUBLISH carries the same id.
-State and stats are QoS 0 and sent
-only while connected: paho drops QoS 0 messages it cannot send, so nothing stale piles up while
-the broker is away, and the latest state is published on each (re)connection.
+State and stats are QoS 0 and sent only while connected: paho drops QoS 0 messages it cannot send,
+so nothing stale piles up while the broker is away, and the latest state is published on each
+(re)connection.
 The retained state is always this run's: it goes out before ``online``, and a clean stop clears it
 (nobody in view) before ``offline``; the last alert's time is kept on disk and survives restarts.
 """
@@ -37,20 +37,13 @@ from urllib.parse import unquote, urlparse
 import paho.mqtt.client as mqtt
 
 from edge import __version__
-from edge.errors import MaskdoorError
-from edge.outbox import Outbox
+from edge.errors import BrokerFileError, BrokerURLError, MaskdoorError
+from edge.sinks import Sink
+from edge.sinks.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 URL_FORM = "write mqtt://HOST:PORT (or mqtts://HOST:PORT for TLS; IPv6 as mqtt://[::1]:1883)"
-
-
-class BrokerURLError(MaskdoorError, ValueError):
-    """mqtt.url is not mqtt://HOST[:PORT] or mqtts://HOST[:PORT]."""
-
-
-class BrokerFileError(MaskdoorError, OSError):
-    """mqtt.password_file or mqtt.ca_certs cannot be read."""
 
 
 def redact_url(url: str) -> str:
@@ -273,7 +266,7 @@ class _InFlight:
     acks_before: int  # the ack counter just before it was published
 
 
-class MqttSink:
+class MqttSink(Sink):
     """Publishes events, state, stats, snapshots and Home Assistant discovery."""
 
     def __init__(self, mqtt_cfg, device_id: str, outbox: Outbox):
@@ -654,24 +647,3 @@ def probe_broker(mqtt_cfg, timeout: float = 5.0) -> tuple[bool, str]:
     else:
         reason, fix = explain_silent_close(host, port, tls)
     return False, f"{where} {reason}; {fix}"
-
-
-class StdoutSink:
-    """No broker configured: each event is one JSON line on standard output."""
-
-    def __init__(self, stream=None):
-        import sys
-        self.stream = stream or sys.stdout
-
-    def on_event(self, event, jpeg: bytes | None = None) -> None:
-        self.stream.write(json.dumps(event.to_json()) + "\n")
-        self.stream.flush()
-
-    def on_state(self, faces: int, unmasked: int) -> None:
-        pass
-
-    def on_stats(self, stats: dict) -> None:
-        pass
-
-    def close(self, flush_s: float = 0.0) -> None:
-        pass

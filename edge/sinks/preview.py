@@ -30,10 +30,10 @@ from importlib import resources
 
 import cv2
 
-from edge.app import cpu_temperature
-from edge.config import ConfigError
+from edge.door import cpu_temperature
+from edge.errors import ConfigError
 from edge.images import COLOURS
-from edge.mqtt import MqttSink
+from edge.sinks import Sink
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class LoginGuard:
         return False
 
 
-class LiveView:
+class LiveView(Sink):
     """The live view's server and its sink interface (``on_frame``, ``on_event``, ``on_stats``,
     ``close``). ``watch`` tells it the other sinks and the loop's RunStats, whose state the
     status shows."""
@@ -339,6 +339,7 @@ class LiveView:
         return self._last_stats
 
     def _broker(self) -> dict:
+        from edge.sinks.mqtt import MqttSink
         mq = next((s for s in self.sinks if isinstance(s, MqttSink)), None)
         if mq is None:
             return {"state": "none", "detail": "no broker configured (mqtt.url): events go to "
@@ -360,16 +361,16 @@ class LiveView:
         return out
 
     def _pins(self) -> dict:
-        signals = next((s for s in self.sinks if hasattr(s, "masked_nearby")), None)
+        from edge.sinks.pins import DoorSignals
+        signals = next((s for s in self.sinks if isinstance(s, DoorSignals)), None)
         pins = {"red_led": self.gpio.red_led, "buzzer": self.gpio.buzzer,
                 "green_led": self.gpio.green_led}
         if signals is None:
             return {"fitted": False, "detail": "no pin sink", **{k: {"pin": v} for k, v in
                                                                    pins.items()}}
-        out = {"fitted": bool(getattr(signals, "available", False)),
-               "detail": getattr(signals, "reason", "")}
+        out = {"fitted": signals.available, "detail": signals.reason}
         for name, attr in (("red_led", "red"), ("buzzer", "buzzer"), ("green_led", "green")):
-            dev = getattr(signals, attr, None)
+            dev = getattr(signals, attr)
             try:
                 active = bool(dev.value) if dev is not None else None
             except Exception:  # a device closed under us reads as unknown

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge import ssd
+from edge.inference import ssd
 from edge.errors import ModelError
 
 PROPOSAL_SCORE = 0.05  # the detector's score floor for a proposal (a spec's default)
@@ -32,7 +32,7 @@ def best_proposals(boxes: np.ndarray, scores: np.ndarray, limit: int
 
 def output_indices(model) -> tuple[int, int]:
     """Indices of the face logit (N, 1) and box delta (N, 4) outputs of a loaded verifier
-    (``edge.tflite.Model``); ModelError if it has other outputs."""
+    (``edge.inference.tflite.Model``); ModelError if it has other outputs."""
     widths = [o.shape[-1] for o in model.outputs]
     if sorted(widths) != [1, 4]:
         raise ModelError(f"{model.path}: expected a face logit (N, 1) and box deltas (N, 4), "

@@ -11,7 +11,7 @@ SHOW_S = 2.0  # how long each LED stays lit
 def check_signals(gpio_cfg, say=None, sleep=time.sleep) -> int:
     """Red LED for SHOW_S, the alert's buzzer pattern, green LED for SHOW_S; each announced
     through ``say`` (default: print) before it starts. 0 if the pins could be driven, else 1."""
-    from edge.pins import DoorSignals
+    from edge.sinks.pins import DoorSignals
     say = say or (lambda text: print(text, flush=True))
 
     def show(led, name: str, key: str, pin: int) -> None:

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 from edge import config as configuration
-from edge.app import RunStats, SafeSinks, process_frames
+from edge import defaults
+from edge.door import RunStats, process_frames
+from edge.sinks import SafeSinks
 from edge.sdnotify import Notifier
 
 log = logging.getLogger("maskdoor.run")
@@ -42,19 +44,21 @@ SMALLEST_FACE_PX = 24  # at the detector's input; smaller faces are often missed
 
 
 def build_models(cfg):
-    from edge.classifier import load_classifier
-    from edge.detector import load_detector
+    from edge.inference.classifier import load_classifier
+    from edge.inference.detectors import load_detector
     from models import FACE_DETECTOR, detector_path
-    det = load_detector(detector_path(cfg.detector.model or "door"), threads=cfg.detector.threads,
-                       threshold=cfg.detector.threshold or None, edgetpu=cfg.detector.edgetpu)
+    det = load_detector(detector_path(cfg.detector.model or defaults.DOOR.detector),
+                        threads=cfg.detector.threads, threshold=cfg.detector.threshold or None,
+                        edgetpu=cfg.detector.edgetpu)
     close_px = cfg.policy.min_face_width_frac * det.input_hw[1]
     if close_px < SMALLEST_FACE_PX:
-        fix = "set detector.model = 'full' or raise" if det.model.path != FACE_DETECTOR else "raise"
+        fix = ("raise" if FACE_DETECTOR in det.model_paths()
+               else "set detector.model = 'full' or raise")
         log.warning("a face at policy.min_face_width_frac = %g is only %.0f px wide at the "
                     "detector's %dx%d input, too small to find reliably: %s "
                     "policy.min_face_width_frac", cfg.policy.min_face_width_frac, close_px,
                     det.input_hw[1], det.input_hw[0], fix)
-    cls = load_classifier(cfg.classifier.model or "single",
+    cls = load_classifier(cfg.classifier.model or defaults.DOOR.classifier,
                           threads=cfg.classifier.threads, edgetpu=cfg.classifier.edgetpu)
     return det, cls
 
@@ -62,10 +66,10 @@ def build_models(cfg):
 def build_sinks(cfg, device_id: str):
     """The sinks in the order the door loop must call them: the one that keeps each event (the
     MQTT outbox, synced to disk, or stdout) first, then the LED and buzzer."""
-    from edge.outbox import Outbox
-    from edge.pins import DoorSignals
+    from edge.sinks.outbox import Outbox
+    from edge.sinks.pins import DoorSignals
     if cfg.mqtt.url:
-        from edge.mqtt import MqttSink
+        from edge.sinks.mqtt import MqttSink
         # never raises: a state folder that cannot be used leaves the queue in memory, logged
         outbox = Outbox(configuration.state_dir(cfg) / "outbox", cfg.mqtt.queue_max)
         keeper = MqttSink(cfg.mqtt, device_id, outbox)
@@ -73,17 +77,18 @@ def build_sinks(cfg, device_id: str):
             log.info("%d event(s) queued from an earlier run will be sent", len(outbox))
         keeper.start()
     else:
-        from edge.mqtt import StdoutSink
+        from edge.sinks.stdout import StdoutSink
         log.info("no MQTT broker configured (mqtt.url): events go to stdout as JSON lines")
         keeper = StdoutSink()
     return [keeper, DoorSignals(cfg.gpio)]
 
 
 def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None) -> int:
-    from edge.motion import gate_for
-    from edge.policy import DoorPolicy
-    from edge.sources import open_source, reader_for
-    from edge.tracker import IoUTracker
+    from edge.tracking.motion import gate_for
+    from edge.tracking.policy import DoorPolicy
+    from edge.camera.sources import open_source
+    from edge.camera.readers import reader_for
+    from edge.tracking.tracker import IoUTracker
 
     notifier = Notifier()
     device_id = cfg.mqtt.device_id  # the config fills it from the host name when left empty
@@ -95,7 +100,7 @@ def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     detector, classifier = build_models(cfg)
-    from edge.preview import for_run as live_view_for
+    from edge.sinks.preview import for_run as live_view_for
     view = live_view_for(cfg, detector, classifier)  # bound before any thread starts
     source = open_source(cfg.camera, lores=detector.input_hw)
     reader = reader_for(source, cfg.camera).start()
@@ -116,7 +121,7 @@ def run(cfg, max_frames: int | None = None, stop: threading.Event | None = None)
                                stats_interval_s=cfg.mqtt.stats_interval_s,
                                snapshot=cfg.mqtt.snapshot, gate=gate_for(cfg.detector),
                                detect_every=cfg.detector.every, stats=run_stats)
-        summary = stats.summary(getattr(reader, "dropped", 0))
+        summary = stats.summary(reader.dropped)
         log.info("stopped after %d frames (%.1f fps), %d alert(s), %d dropped frame(s)",
                  summary["frames"], summary["fps"], summary["events"], summary["dropped_frames"])
         report = os.environ.get("MASKDOOR_RUN_REPORT")

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.ssd import iou_matrix
-from edge.types import box_array
+from edge.inference.ssd import iou_matrix
+from edge.types import face_arrays
 
 WIDTH_RANGES = {"all": (0, float("inf")), "<40": (0, 40), "40-80": (40, 80),
                 "80-160": (80, 160), ">=160": (160, float("inf")), ">=40": (40, float("inf"))}
@@ -42,11 +42,6 @@ def in_range(rng: str, width, image_width) -> np.ndarray:
     else:
         lo, hi = WIDTH_RANGES[rng]
     return (width >= lo) & (width < hi)
-
-
-def face_arrays(faces) -> tuple[np.ndarray, np.ndarray]:
-    """Faces as (boxes (N, 4) x1 y1 x2 y2, scores (N,)) arrays."""
-    return box_array(f.box for f in faces), np.array([f.score for f in faces], np.float32)
 
 
 @dataclass
@@ -105,7 +100,7 @@ class DetectionRecords:
         return gt_match
 
     def add_faces(self, sample, faces) -> np.ndarray:
-        """Add one annotated image (an edge.dataset.Sample) and the faces found in it."""
+        """Add one annotated image (a convert.measure.dataset.Sample) and the faces found in it."""
         return self.add(sample.boxes, *face_arrays(faces), sample.labels, sample.width,
                         sample.unlabelled_boxes)
 

@@ -34,7 +34,7 @@ def crop(image: np.ndarray, box: Box, size: int, dst: np.ndarray | None = None) 
 
 
 class CropRunner:
-    """Runs one TFLite model (``edge.tflite.Model``, a square image input) on several crops of a
+    """Runs one TFLite model (``edge.inference.tflite.Model``, a square image input) on several crops of a
     frame: one call for all of them when ``batch`` is on and the model allows it (not on the Edge
     TPU, whose compiled models have a fixed batch of one), else one call per crop."""
 

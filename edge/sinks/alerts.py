@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from edge.mqtt import make_client
+from edge.sinks.mqtt import make_client
 
 TYPES = {"unmasked_face": "NO MASK", "incorrect_mask": "MASK BELOW NOSE"}
 REMEMBERED_IDS = 10000  # alerts remembered for de-duplication
