@@ -9,7 +9,7 @@ out at the next start. Availability is retained and is also the last will.
 paho keeps every QoS 1 or 2 message it accepted (also one published while disconnected) until the
 broker acknowledges it, and resumes it by itself after each reconnection. So the sender publishes
 an outbox entry once and then only waits; it publishes the entry again only when paho did not
-accept it. With QoS 2 and the door's session kept by the broker (clean_session off), a broker
+accept it. With QoS 2 and the door's state kept by the broker (clean_session off), a broker
 restarted in the middle of a handshake neither loses the event nor passes it on twice: it holds
 an incoming event until the door releases it (PUBREL), and a re-sent PUBLISH carries the same id.
 State and stats are QoS 0 and sent only while connected: paho drops QoS 0 messages it cannot send,
