@@ -32,6 +32,14 @@ def test_bench_json_rows(capsys, shared_weights):
         assert set(loop["stage_ms"]) == {"capture", "detect", "classify", "track", "sinks"}
     assert set(report["empty_scene_15fps_percent_of_one_core"]) == {"motion gating on",
                                                                     "motion gating off"}
+    view = report["live_view"]
+    for mode in ("view off", "view on, idle", "view on, one viewer"):
+        assert len(view[mode]["fps_each_round"]) == 3 and view[mode]["fps"] > 0
+    assert view["view off"]["encoded_frames"] == view["view on, idle"]["encoded_frames"] == 0, \
+        "nothing is encoded while nobody watches"
+    assert view["view on, one viewer"]["encoded_frames"] > 0
+    assert view["view on, one viewer"]["bytes_sent"] > 0
+    assert view["idle / off"] == round(view["view on, idle"]["fps"] / view["view off"]["fps"], 3)
     process = report["process"]
     assert process["first_frame_after_start_s"] > 0 and process["peak_rss_mb"] > 10
     assert "aizoo ssd float" in report["peers_fps"]

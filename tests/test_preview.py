@@ -172,6 +172,30 @@ def test_stream_is_mjpeg_of_new_frames_and_respects_max_viewers():
         v.close()
 
 
+def test_a_viewer_gets_new_frames_at_most_preview_fps():
+    v = view_for(**{"preview.fps": 4.0})
+    try:
+        conn = socket.create_connection(("127.0.0.1", v.port), timeout=10)
+        conn.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.settimeout(0.05)
+        got, t0 = b"", time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < 2.0:  # the door hands over a new frame every 10 ms
+            v.on_frame(frame(i, noise=True), [])
+            i += 1
+            try:
+                got += conn.recv(1 << 20)
+            except socket.timeout:
+                pass
+            time.sleep(0.01)
+        conn.close()
+        parts = got.count(b"--frame")
+        assert 2 <= parts <= 4 * 2.0 + 1, f"{parts} pictures in 2 s at preview.fps = 4"
+        assert v.encoded <= parts + 1, "frames are encoded for the viewer only"
+    finally:
+        v.close()
+
+
 def test_a_stalled_viewer_is_dropped(monkeypatch):
     monkeypatch.setattr(preview, "SEND_TIMEOUT_S", 0.5)
     v = view_for(**{"preview.fps": 30.0, "preview.jpeg_quality": 100})

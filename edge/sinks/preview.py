@@ -256,6 +256,12 @@ class LiveView(Sink):
             self._cache = (latest, buf.tobytes() if ok else b"")
             return self._cache
 
+    @property
+    def viewers(self) -> int:
+        """Streams open now."""
+        with self._viewers_lock:
+            return self._viewers
+
     def join_viewers(self) -> bool:
         with self._viewers_lock:
             if self._viewers >= self.max_viewers:
@@ -276,9 +282,11 @@ class LiveView(Sink):
             delay = next_at - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 return
-            next_at = max(next_at + period, time.monotonic())
             if self._latest is None or self._latest is sent:
+                if self._stop.wait(0.02):  # nothing new yet: look again soon, not a period later
+                    return
                 continue
+            next_at = max(next_at + period, time.monotonic())
             sent, data = self.jpeg()
             if data:
                 yield data
