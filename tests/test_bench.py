@@ -34,7 +34,7 @@ def test_bench_json_rows(capsys, shared_weights):
                                                                     "motion gating off"}
     view = report["live_view"]
     for mode in ("view off", "view on, idle", "view on, one viewer"):
-        assert len(view[mode]["fps_each_round"]) == 3 and view[mode]["fps"] > 0
+        assert len(view[mode]["fps_each_round"]) == 5 and view[mode]["fps"] > 0
     assert view["view off"]["encoded_frames"] == view["view on, idle"]["encoded_frames"] == 0, \
         "nothing is encoded while nobody watches"
     assert view["view on, one viewer"]["encoded_frames"] > 0

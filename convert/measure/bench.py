@@ -184,7 +184,7 @@ def _one_view_run(cfg, det, cls, loop, watch, name: str, frames: int) -> dict:
 
 
 def _view_loop_fps(source: str, model: str, classifier: str, frames: int,
-                   rounds: int = 3) -> dict:
+                   rounds: int = 5) -> dict:
     """Frames/s of the door loop with the live view off, on and idle, and on with one viewer
     pulling its MJPEG stream (the view annotates and encodes on its server's threads). The three
     are run in turn, ``rounds`` times over, and each reports its median, so that a machine busy
