@@ -210,9 +210,10 @@ def _view_loop_fps(source: str, model: str, classifier: str, frames: int,
         except OSError:
             pass  # the view closed
 
-    app_log = logging.getLogger("edge.door")
-    level = app_log.level
-    app_log.setLevel(logging.WARNING)
+    quiet = [logging.getLogger(name) for name in ("edge.door", "edge.sinks.preview")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)  # the demo's alert and each view's address are not news here
     modes = ("view off", "view on, idle", "view on, one viewer")
     runs: dict[str, list[dict]] = {name: [] for name in modes}
     try:
@@ -221,7 +222,8 @@ def _view_loop_fps(source: str, model: str, classifier: str, frames: int,
             for name in modes:
                 runs[name].append(_one_view_run(cfg, det, cls, loop, watch, name, frames))
     finally:
-        app_log.setLevel(level)
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
     out = {}
     for name in modes:
         r = runs[name]
