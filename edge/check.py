@@ -50,9 +50,11 @@ def run_checks(cfg) -> int:
     det = None
     try:
         from edge.runner import build_models
+        from edge.tflite import runtime_version
         det, cls = build_models(cfg)
         ok &= _line(True, "models", f"detector {det.path.name} {det.describe()} and "
-                    f"classifier {cls.path.name} {cls.describe()} load")
+                    f"classifier {cls.path.name} {cls.describe()} load, on "
+                    f"{runtime_version(det.model.runtime)}")
     except Exception as exc:
         ok &= _line(False, "models", str(exc))
     try:

@@ -46,7 +46,8 @@ def build_models(cfg):
     from edge.detector import load_detector
     from models import FACE_DETECTOR, detector_path
     det = load_detector(detector_path(cfg.detector.model or "door"), threads=cfg.detector.threads,
-                       threshold=cfg.detector.threshold or None, edgetpu=cfg.detector.edgetpu)
+                       threshold=cfg.detector.threshold or None, edgetpu=cfg.detector.edgetpu,
+                       runtime=cfg.detector.runtime)
     close_px = cfg.policy.min_face_width_frac * det.input_hw[1]
     if close_px < SMALLEST_FACE_PX:
         fix = "set detector.model = 'full' or raise" if det.model.path != FACE_DETECTOR else "raise"
@@ -55,7 +56,8 @@ def build_models(cfg):
                     "policy.min_face_width_frac", cfg.policy.min_face_width_frac, close_px,
                     det.input_hw[1], det.input_hw[0], fix)
     cls = load_classifier(cfg.classifier.model or "single",
-                          threads=cfg.classifier.threads, edgetpu=cfg.classifier.edgetpu)
+                          threads=cfg.classifier.threads, edgetpu=cfg.classifier.edgetpu,
+                          runtime=cfg.detector.runtime)
     return det, cls
 
 
