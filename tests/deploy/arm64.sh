@@ -95,7 +95,7 @@ bootstrap() {  # bootstrap() RELEASE DIR: once; a rootfs is kept only once compl
     fi
 }
 
-enter() {  # mount what the chroot needs: the kernel's trees, DNS, a Pi 4's cpuinfo, pip's cache
+enter() {  # what the chroot needs: the kernel's trees, a Pi 4's cpuinfo, the network, pip's cache
     local root=$1 release=$2
     bind /proc "$root/proc" --bind
     bind "$HERE/pi4-cpuinfo.txt" "$root/proc/cpuinfo" --bind
@@ -105,6 +105,10 @@ enter() {  # mount what the chroot needs: the kernel's trees, DNS, a Pi 4's cpui
     rm -f "$root/etc/resolv.conf"
     touch "$root/etc/resolv.conf"
     bind /etc/resolv.conf "$root/etc/resolv.conf" --bind
+    grep -qw "$(hostname)" "$root/etc/hosts" 2>/dev/null || echo "127.0.1.1 $(hostname)" >>"$root/etc/hosts"
+    # the host's CA bundle (it may hold a proxy's CA) so that pip reaches PyPI as the host does
+    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$root/etc/pip.conf"
     mkdir -p "$CACHE/pip-$release" "$root/root/.cache/pip"
     bind "$CACHE/pip-$release" "$root/root/.cache/pip" --bind
 }
@@ -132,7 +136,7 @@ deploy() {  # deploy RELEASE: the README's steps, then the checks
 
     local arch
     arch=$(in_chroot "$root" uname -m)
-    [ "$arch" = aarch64 ] && pass "$release: the rootfs runs as aarch64 ($(in_chroot "$root" python3 -V 2>&1))" ||
+    [ "$arch" = aarch64 ] && pass "$release: the rootfs runs as aarch64 on a $(grep -m1 '^Model' "$root/proc/cpuinfo" | cut -d: -f2- | sed 's/^ *//')" ||
         { fail "$release: the rootfs runs as '$arch', not aarch64"; unmount_all; return; }
 
     stamp "$release: README install steps (log: $log)"

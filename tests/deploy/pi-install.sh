@@ -30,10 +30,11 @@ install)
     sudo sed -i '/^\[gpio\]/,/^\[/ s/^enabled = true/enabled = false/' /etc/maskdoor/config.toml
     /opt/maskdoor/venv/bin/python - <<'EOF'
 import importlib.metadata as md
+import sys
 import numpy, cv2
 names = ["ai-edge-litert", "opencv-python-headless", "tflite-runtime"]
 have = {n: md.version(n) for n in names if any(d.metadata["Name"] == n for d in md.distributions())}
-print("versions:", f"numpy {numpy.__version__} from {numpy.__file__.split('/numpy/')[0]},",
+print("versions:", f"Python {sys.version.split()[0]}, numpy {numpy.__version__} from {numpy.__file__.split('/numpy/')[0]},",
       f"cv2 {cv2.__version__},", ", ".join(f"{n} {v}" for n, v in have.items()))
 EOF
     ;;
