@@ -49,10 +49,12 @@ def run_checks(cfg) -> int:
     ok = True
     det = None
     try:
+        from edge.inference.tflite import runtime_name, runtime_version
         from edge.service import build_models
         det, cls = build_models(cfg)
         ok &= _line(True, "models", f"detector {det.path.name} {det.describe()} and "
-                    f"classifier {cls.path.name} {cls.describe()} load")
+                    f"classifier {cls.path.name} {cls.describe()} load, on "
+                    f"{runtime_version(runtime_name(cfg.detector.runtime).split('.')[0])}")
     except Exception as exc:
         ok &= _line(False, "models", str(exc))
     try:

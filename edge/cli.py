@@ -40,6 +40,11 @@ def _add_classifier_arg(p: argparse.ArgumentParser, none: str | None, default: s
                    f".json (default: {default})" + (f"; 'none' {none}" if none else ""))
 
 
+def _add_runtime_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=("auto", "litert", "tflite-runtime"),
+                   help="TFLite interpreter of both models (default: detector.runtime, 'auto')")
+
+
 def _detector(args):
     from edge.inference.detectors import load_detector
     return load_detector(args.model, threads=args.threads, threshold=args.threshold,
@@ -144,7 +149,8 @@ def cmd_eval(args) -> int:
 
 # command-line flags that override a config key: argparse dest -> (key, flag)
 OVERRIDES = {"source": ("camera.source", "--source"), "mqtt": ("mqtt.url", "--mqtt"),
-             "device_id": ("mqtt.device_id", "--device-id")}
+             "device_id": ("mqtt.device_id", "--device-id"),
+             "runtime": ("detector.runtime", "--runtime")}
 
 
 def load_config(args, path: Path | None = None):
@@ -252,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preview", metavar="[HOST:]PORT",
                    help="serve the live view (to aim the camera and tune the distance) on PORT "
                    "of HOST (default 127.0.0.1; any other address needs preview.password)")
+    _add_runtime_arg(r)
     r.set_defaults(func=cmd_run)
 
     a = sub.add_parser("alerts", help="follow every door's alerts on a broker (each printed once, "
@@ -294,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--mqtt", metavar="URL", help="broker to check instead of the config's")
     k.add_argument("--signals", action="store_true",
                    help="only light the LEDs and sound the buzzer, once each, saying which first")
+    _add_runtime_arg(k)
     k.set_defaults(func=cmd_check)
     return ap
 

@@ -256,6 +256,8 @@ SCHEMA: dict[str, Section] = {
         "threshold": Field(0.0, float, "face score threshold (0: the model's own, chosen on val)",
                            0.0, 1.0),
         "edgetpu": Field(False, bool, "run on a Coral Edge TPU (needs libedgetpu1-std)"),
+        "runtime": Field("auto", str, "TFLite interpreter of both models: 'auto' (LiteRT, else "
+                         "tflite-runtime)", choices=("auto", "litert", "tflite-runtime")),
         "motion_gate": Field(True, bool, "skip the detector on frames where nothing moved "
                              "(the last faces stand)"),
         "motion_threshold": Field(0.005, float, "fraction of a small grey frame that must change "

@@ -49,7 +49,7 @@ def build_models(cfg):
     from models import FACE_DETECTOR, detector_path
     det = load_detector(detector_path(cfg.detector.model or defaults.DOOR.detector),
                         threads=cfg.detector.threads, threshold=cfg.detector.threshold or None,
-                        edgetpu=cfg.detector.edgetpu)
+                        edgetpu=cfg.detector.edgetpu, runtime=cfg.detector.runtime)
     close_px = cfg.policy.min_face_width_frac * det.input_hw[1]
     if close_px < SMALLEST_FACE_PX:
         fix = ("raise" if FACE_DETECTOR in det.model_paths()
@@ -59,7 +59,8 @@ def build_models(cfg):
                     "policy.min_face_width_frac", cfg.policy.min_face_width_frac, close_px,
                     det.input_hw[1], det.input_hw[0], fix)
     cls = load_classifier(cfg.classifier.model or defaults.DOOR.classifier,
-                          threads=cfg.classifier.threads, edgetpu=cfg.classifier.edgetpu)
+                          threads=cfg.classifier.threads, edgetpu=cfg.classifier.edgetpu,
+                          runtime=cfg.detector.runtime)
     return det, cls
 
 

@@ -1,3 +1,8 @@
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -36,9 +41,45 @@ def test_missing_edgetpu_library_names_it_and_the_fix():
 
 
 def test_unavailable_runtime_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(tflite, "RUNTIMES", ("no_such_runtime.interpreter",))
+    monkeypatch.setattr(tflite, "RUNTIMES", (tflite.Runtime("litert", "no_such_runtime.interpreter",
+                                                            "no-such-runtime", "`pip install x`"),))
     with pytest.raises(RuntimeMissingError, match="pip install ai-edge-litert"):
         tflite.Model(FACE_DETECTOR)
+
+
+def test_auto_picks_litert_first():
+    assert tflite.runtime_name() == tflite.runtime_name("auto") == "ai_edge_litert.interpreter"
+    m = tflite.Model(FACE_DETECTOR, runtime="auto")
+    assert m.runtime == tflite.Model(FACE_DETECTOR, runtime="litert").runtime == "ai_edge_litert"
+    assert tflite.runtime_version(m.runtime).startswith("ai_edge_litert ")
+    assert tflite.runtime_version(m.runtime).split()[1][0].isdigit()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tflite_runtime") is not None,
+                    reason="tflite-runtime is installed here")
+def test_missing_chosen_runtime_names_the_key_and_the_install():
+    with pytest.raises(RuntimeMissingError, match=r"detector.runtime = 'tflite-runtime'.*"
+                       r"pip install '\.\[tflite-runtime\]'"):
+        tflite.Model(FACE_DETECTOR, runtime="tflite-runtime")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tflite_runtime") is not None,
+                    reason="tflite-runtime is installed here")
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_runtime_switch_without_that_runtime_is_one_clear_error(command):
+    maskdoor = Path(sys.executable).parent / "maskdoor"
+    out = subprocess.run([str(maskdoor), command, "--source", "demo", "--runtime",
+                          "tflite-runtime"], capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    text = out.stdout + out.stderr
+    assert "Traceback" not in text
+    lines = [ln for ln in text.splitlines() if "detector.runtime = 'tflite-runtime'" in ln]
+    assert len(lines) == 1 and "pip install '.[tflite-runtime]'" in lines[0]
+
+
+def test_unknown_runtime_is_refused():
+    with pytest.raises(ValueError, match="litert, tflite-runtime"):
+        tflite.Model(FACE_DETECTOR, runtime="tflite")
 
 
 def test_errors_are_also_builtin_types():

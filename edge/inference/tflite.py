@@ -1,4 +1,4 @@
-"""The one place that loads TFLite models: LiteRT first, tflite-runtime second.
+"""The one place that loads TFLite models, on LiteRT or tflite-runtime (``detector.runtime``).
 
 An :class:`Model` is built once at start-up and then called per frame. It reads everything
 about its input and outputs from the ``.tflite`` file itself (size, dtype, scale, zero point),
@@ -8,6 +8,7 @@ so the caller hands it float-free uint8 pixels and gets dequantised float arrays
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import logging
 from dataclasses import dataclass
@@ -20,7 +21,28 @@ from edge.errors import ModelError, RuntimeMissingError
 log = logging.getLogger(__name__)
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
-RUNTIMES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A TFLite interpreter package: its ``detector.runtime`` name, module, distribution and
+    the command that installs it."""
+
+    name: str
+    module: str
+    dist: str
+    install: str
+
+
+# In the order 'auto' tries them.
+RUNTIMES = (
+    Runtime("litert", "ai_edge_litert.interpreter", "ai-edge-litert",
+            "`pip install ai-edge-litert`"),
+    Runtime("tflite-runtime", "tflite_runtime.interpreter", "tflite-runtime",
+            "`pip install '.[tflite-runtime]'` in maskdoor's checkout, with the venv's pip "
+            "(wheels up to Python 3.11 only; it needs numpy<2)"),
+)
+RUNTIME_CHOICES = ("auto", *(r.name for r in RUNTIMES))
 
 
 @dataclass(frozen=True)
@@ -74,30 +96,54 @@ def load_sidecar(model_path: str | Path, holds: str = "the settings") -> dict:
                      "beside the .tflite (both come from `python -m convert`).")
 
 
-def _interpreter_module(prefer: str | None = None):
-    order = RUNTIMES if prefer is None else tuple(r for r in RUNTIMES if r.startswith(prefer))
+def _interpreter_module(runtime: str | None = None):
+    """The interpreter module of ``runtime`` ('litert', 'tflite-runtime'; None or 'auto': the
+    first of RUNTIMES that imports)."""
+    if runtime in (None, "auto"):
+        order = RUNTIMES
+    else:
+        order = tuple(r for r in RUNTIMES if r.name == runtime)
+        if not order:
+            raise ValueError(f"runtime {runtime!r}: must be one of {', '.join(RUNTIME_CHOICES)}")
     errors = []
-    for name in order:
+    for r in order:
         try:
-            return importlib.import_module(name)
+            return importlib.import_module(r.module)
         except ImportError as exc:  # numpy 2 breaks tflite-runtime 2.14 with ImportError too
-            errors.append(f"{name}: {exc}")
+            errors.append(f"{r.module}: {exc}")
+    if runtime not in (None, "auto"):
+        raise RuntimeMissingError(
+            f"detector.runtime = '{runtime}' but its interpreter cannot be imported "
+            f"({errors[0]}). Install it with {order[0].install}, or set detector.runtime = "
+            "'auto' (or leave out --runtime).")
     raise RuntimeMissingError(
         "no TFLite interpreter could be imported (" + "; ".join(errors) + "). "
         "Install LiteRT with `pip install ai-edge-litert` (or tflite-runtime with numpy<2).")
 
 
-def runtime_name(prefer: str | None = None) -> str:
+def runtime_name(runtime: str | None = None) -> str:
     """The interpreter module that :class:`Model` would use, e.g. 'ai_edge_litert.interpreter'."""
-    return _interpreter_module(prefer).__name__
+    return _interpreter_module(runtime).__name__
+
+
+def runtime_version(module: str) -> str:
+    """An interpreter (``Model.runtime``, e.g. 'ai_edge_litert') with its installed version:
+    'ai_edge_litert 2.3.0'."""
+    for r in RUNTIMES:
+        if r.module.split(".")[0] == module:
+            try:
+                return f"{module} {importlib.metadata.version(r.dist)}"
+            except importlib.metadata.PackageNotFoundError:
+                break
+    return module
 
 
 class Model:
     """A loaded TFLite model: ``model(uint8_or_float_input) -> list of float outputs``.
 
     ``threads`` sets the interpreter's CPU threads; ``edgetpu=True`` loads the Edge TPU
-    delegate (the model must then be compiled for the Edge TPU); ``runtime`` forces
-    'ai_edge_litert' or 'tflite_runtime'.
+    delegate (the model must then be compiled for the Edge TPU); ``runtime`` picks the
+    interpreter: 'litert', 'tflite-runtime' or 'auto' (None: the first that imports).
     """
 
     def __init__(self, path: str | Path, threads: int = 1, edgetpu: bool = False,

@@ -23,21 +23,11 @@ UNIT_FILE=${MASKDOOR_DEPLOY_UNIT:-$REPO/systemd/maskdoor.service}
 FRAMES=${MASKDOOR_DEPLOY_FRAMES:-300}   # frames per frame-rate measurement (realtime = false)
 T0=$(date +%s)
 
-say() { printf '%s\n' "$*"; }
+. "$REPO/tests/deploy/common.sh"
 skip() { say "SKIP systemd deploy check: $*"; exit 0; }
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (it debootstraps and boots a container)"
 
-need_tool() {  # need_tool COMMAND PACKAGE: install PACKAGE with apt-get where COMMAND is missing
-    command -v "$1" >/dev/null && return 0
-    command -v apt-get >/dev/null || return 1
-    say "installing $2 (for $1) with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q "$2" \
-        >/dev/null 2>&1 || { apt-get -q update >/dev/null 2>&1 &&
-        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -q "$2" \
-        >/dev/null 2>&1; } || return 1
-    command -v "$1" >/dev/null
-}
 need_tool systemd-nspawn systemd-container || skip "no systemd-nspawn and apt-get could not install systemd-container"
 need_tool debootstrap debootstrap || skip "no debootstrap and apt-get could not install it"
 command -v nsenter >/dev/null || skip "no nsenter (util-linux)"
@@ -48,28 +38,7 @@ case $(uname -m) in
     *) skip "no wheels for $(uname -m) here" ;;
 esac
 
-# The host's Debian mirror, as apt is configured here (deb822 .sources or one-line .list).
-host_mirror() {
-    local f uri
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        uri=$(awk -v s="$SUITE" '
-            /^[ \t]*$/ { if (uri != "" && hit && main) { print uri; exit } uri=""; hit=0; main=0; next }
-            /^URIs:/ { uri=$2 }
-            /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == s) hit=1 }
-            /^Components:/ { for (i = 2; i <= NF; i++) if ($i == "main") main=1 }
-            END { if (uri != "" && hit && main) print uri }' "$f" | head -n 1)
-        [ -n "$uri" ] && { say "$uri"; return; }
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        uri=$(awk -v s="$SUITE" '$1 == "deb" { i = 2; if ($2 ~ /^\[/) while ($i !~ /\]$/) i++;
-              if ($2 ~ /^\[/) i++; if ($(i + 1) == s) { print $i; exit } }' "$f")
-        [ -n "$uri" ] && { say "$uri"; return; }
-    done
-    say http://deb.debian.org/debian
-}
-MIRROR=${MASKDOOR_DEPLOY_MIRROR:-$(host_mirror)}
+MIRROR=${MASKDOOR_DEPLOY_MIRROR:-$(host_mirror "$SUITE")}
 
 WORK=$(mktemp -d /var/tmp/maskdoor-deploy.XXXXXX)
 NSPAWN_PID=""
@@ -139,8 +108,7 @@ else
 fi
 python3 -m pip wheel -q --no-deps --wheel-dir "$WORK/wheels" "$WORK/src" >"$WORK/pip.log" 2>&1 ||
     { tail -n 20 "$WORK/pip.log"; say "FAIL pip wheel of the repository"; exit 1; }
-PLATFORMS=(--platform "manylinux2014_$PLAT")
-for m in $(seq 17 36); do PLATFORMS+=(--platform "manylinux_2_${m}_$PLAT"); done
+mapfile -t PLATFORMS < <(manylinux_platforms "$PLAT")
 python3 -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp \
     --abi cp311 --abi abi3 --abi none "${PLATFORMS[@]}" --dest "$WORK/wheels" \
     "$WORK"/wheels/maskdoor-*.whl >>"$WORK/pip.log" 2>&1 ||
