@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.publish as publish
+import pytest
 
 from edge.sinks.alerts import SeenIds
 
@@ -22,10 +23,10 @@ def alert(n: int, door: str) -> dict:
             "box": [1, 2, 3, 4], "face_width_frac": 0.2, "track_id": n}
 
 
-def follow(broker, *args) -> subprocess.Popen:
+def follow(broker, *args, **popen) -> subprocess.Popen:
     """`maskdoor alerts` running, once it says it is listening (subscribed a moment later)."""
     proc = subprocess.Popen([EXE, "alerts", "--mqtt", broker.url, *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     proc.said = proc.stderr.readline()  # blocks until connected (or the command fails)
     assert proc.said.startswith("listening on"), proc.said + proc.stderr.read()
     time.sleep(0.5)
@@ -36,8 +37,8 @@ def send(broker, topic: str, payload: str, retain: bool = False) -> None:
     publish.single(topic, payload, qos=1, retain=retain, hostname="127.0.0.1", port=broker.port)
 
 
-def stop(proc) -> tuple[str, str]:
-    proc.send_signal(signal.SIGINT)
+def stop(proc, how=signal.SIGINT) -> tuple[str, str]:
+    proc.send_signal(how)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     return out, proc.said + err
@@ -76,6 +77,20 @@ def test_one_door_only(broker):
     assert out.splitlines() == [
         "2026-11-22T05:00:02.000Z  front: NO MASK (without_mask 0.90), track 2, face 20% of the "
         "frame wide  [front-2]"]
+
+
+def ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell starts a background job
+
+
+@pytest.mark.parametrize("how,popen", [(signal.SIGTERM, {}),
+                                       (signal.SIGINT, {"preexec_fn": ignore_sigint})])
+def test_sigterm_and_sigint_end_the_watch_cleanly(broker, how, popen):
+    proc = follow(broker, **popen)
+    send(broker, "maskdoor/front/events", json.dumps(alert(1, "front")))
+    time.sleep(0.5)
+    out, _ = stop(proc, how)  # exit status 0, what was received printed
+    assert "[front-1]" in out
 
 
 def test_a_persistent_session_keeps_alerts_sent_while_away(broker):

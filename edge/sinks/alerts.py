@@ -10,6 +10,7 @@ alerts forwarded while it reconnects, or while it is stopped, wait for it on the
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 import time
@@ -96,11 +97,16 @@ def watch(url: str, prefix: str = "maskdoor", device: str = "+", count: int | No
               "and is the address right?", file=sys.stderr)
         return 2
     client.loop_start()
+    # SIGINT (Ctrl-C) and SIGTERM (kill, systemd) end the watch cleanly, as they end `run`; set
+    # here also where SIGINT came in ignored (a shell's background job)
+    stopping = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, lambda *_: done.set())
+                for s in (signal.SIGINT, signal.SIGTERM)} if stopping else {}
     try:
         done.wait(timeout)
-    except KeyboardInterrupt:
-        pass
     finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         client.disconnect()
         client.loop_stop()
     return 0
