@@ -41,7 +41,8 @@ def _add_classifier_arg(p: argparse.ArgumentParser, none: str | None, default: s
 
 
 def _add_runtime_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runtime", choices=("auto", "litert", "tflite-runtime"),
+    from edge.config import SCHEMA
+    p.add_argument("--runtime", choices=SCHEMA["detector"].fields["runtime"].choices,
                    help="TFLite interpreter of both models (default: detector.runtime, 'auto')")
 
 

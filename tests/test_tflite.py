@@ -85,3 +85,12 @@ def test_unknown_runtime_is_refused():
 def test_errors_are_also_builtin_types():
     assert issubclass(ModelError, ValueError) and issubclass(ModelError, MaskdoorError)
     assert issubclass(RuntimeMissingError, ImportError)
+
+
+def test_the_config_and_the_command_line_offer_the_runtimes_the_loader_knows():
+    from edge import config
+    from edge.cli import build_parser
+    from edge.inference.tflite import RUNTIME_CHOICES
+    assert config.SCHEMA["detector"].fields["runtime"].choices == RUNTIME_CHOICES
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    assert next(a for a in run._actions if a.dest == "runtime").choices == RUNTIME_CHOICES
